@@ -1,0 +1,297 @@
+"""The ``connector`` command: a thin layer that parses, calls the library, prints.
+
+Results go to stdout, progress and errors to stderr. A ``ConnectorError`` becomes one
+line on stderr and its exit code; see ``EXIT_CODES``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import __version__
+from .errors import ConnectorError, ExitCode
+
+EXIT_CODES = """Exit codes: 0 success; 1 failure; 2 usage or configuration error
+(config file, template, --param, unknown driver); 3 secret missing or login refused;
+4 receiver unreachable, try again later (the payload is kept); 5 the receiver holds
+other bytes than were sent."""
+
+app = typer.Typer(
+    name="connector",
+    help=(
+        "Extract a school SIS database to strict CSV exports and send them, "
+        "encrypted and verified, to the notification service.\n\n" + EXIT_CODES
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+
+log = logging.getLogger("connector")
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="CONNECTOR_CONFIG",
+        help="The TOML config file; its folder is where relative paths start.",
+    ),
+]
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        "-p",
+        help="A template value, NAME=VALUE (repeatable); overrides [params].",
+    ),
+]
+DatasetOption = Annotated[
+    list[str] | None,
+    typer.Option("--dataset", "-d", help="Only this data set (repeatable)."),
+]
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("connector")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log detail (never row values).")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Show the version and exit.")
+    ] = False,
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+    _setup_logging(verbose)
+
+
+def _fail(exc: ConnectorError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(exc.exit_code)
+
+
+def _params(items: list[str] | None) -> dict[str, Any]:
+    from .templates import parse_param
+
+    return dict(parse_param(item) for item in items or [])
+
+
+def _print_exports(results: list[Any]) -> None:
+    for r in results:
+        typer.echo(f"{r.dataset}\t{r.rows} rows\t{r.size} bytes\t{r.path}")
+        for rule, count in sorted(r.issues.items()):
+            typer.echo(f"  {rule}: {count}", err=True)
+
+
+@app.command()
+def drivers() -> None:
+    """List the ODBC drivers and DSNs installed on this machine.
+
+    Example: connector drivers
+    """
+    from .database import list_drivers
+
+    try:
+        names, dsns = list_drivers()
+    except ImportError as exc:  # pragma: no cover - pyodbc needs libodbc
+        typer.echo(f"error: pyodbc cannot load: {exc}; install unixODBC", err=True)
+        raise typer.Exit(ExitCode.FAILURE) from None
+    typer.echo("ODBC drivers:")
+    for name in names or ["(none)"]:
+        typer.echo(f"  {name}")
+    typer.echo("DSNs:")
+    for dsn, driver in sorted(dsns.items()) or [("(none)", "")]:
+        typer.echo(f"  {dsn}\t{driver}")
+
+
+@app.command()
+def test(
+    config: ConfigOption = Path("connector.toml"),
+    param: ParamOption = None,
+    dataset: DatasetOption = None,
+    rows: Annotated[int, typer.Option(min=1, max=100, help="Rows to preview.")] = 5,
+    preview: Annotated[
+        bool, typer.Option(help="Show the first rows, cleaned, on stdout.")
+    ] = True,
+) -> None:
+    """Check the connection and every template without writing any file.
+
+    Connects, shows the server and driver, renders and runs each template, and
+    checks its columns against the data set, fetching only a few rows.
+
+    Example: connector test -c /etc/connector/connector.toml --rows 3
+    """
+    from .checks import check_job
+
+    try:
+        from .config import load_job
+
+        job = load_job(config)
+        outcome = check_job(job, names=dataset, params=_params(param), rows=rows)
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    typer.echo(
+        f"server: {outcome.server.dbms} {outcome.server.dbms_version}\n"
+        f"driver: {outcome.server.driver} {outcome.server.driver_version}"
+    )
+    for check in outcome.datasets:
+        typer.echo(f"{check.name}: {check.verdict}")
+        if preview and check.preview:
+            for row in check.preview:
+                typer.echo("  " + ",".join(f'"{v}"' for v in row))
+    if not outcome.is_ok:
+        raise typer.Exit(ExitCode.FAILURE)
+
+
+@app.command()
+def extract(
+    config: ConfigOption = Path("connector.toml"),
+    param: ParamOption = None,
+    dataset: DatasetOption = None,
+    to: Annotated[
+        Path | None,
+        typer.Option(help="Write here instead of the config's output folder."),
+    ] = None,
+) -> None:
+    """Run the templates and write the CSV exports; nothing is sent.
+
+    All data sets are written or none: a failure leaves the previous files as they
+    were. Prints one line per export: data set, rows, bytes, path.
+
+    Example: connector extract -c connector.toml --param school_year=2025
+    """
+    from .config import load_job
+    from .pipeline import extract as run_extract
+
+    try:
+        job = load_job(config)
+        results = run_extract(
+            job, names=dataset, params=_params(param), folder=to and to.resolve()
+        )
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    _print_exports(results)
+
+
+@app.command()
+def send(
+    config: ConfigOption = Path("connector.toml"),
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Exports to send; default: those in the output folder."),
+    ] = None,
+) -> None:
+    """Compress, encrypt, upload and verify exports already written.
+
+    Example: connector send -c connector.toml
+    """
+    from .config import load_job
+    from .pipeline import send as run_send
+
+    try:
+        job = load_job(config)
+        paths = [p.resolve() for p in files or []] or [
+            job.output_folder / job.export_name(name) for name in job.datasets
+        ]
+        receipts = run_send(job, paths)
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    for receipt in receipts:
+        typer.echo(_receipt_line(receipt))
+
+
+def _receipt_line(receipt: Any) -> str:
+    return (
+        f"sent {receipt.name}\t{receipt.size} bytes\tsha256 {receipt.sha256}\t"
+        f"verified ({receipt.verified}) after {receipt.attempts} attempt(s)"
+    )
+
+
+@app.command()
+def run(
+    config: ConfigOption = Path("connector.toml"),
+    param: ParamOption = None,
+) -> None:
+    """The nightly job: extract every data set, then send and verify each export.
+
+    The output folder is updated only after every upload is verified.
+
+    Example: connector run -c /etc/connector/connector.toml
+    """
+    from .config import load_job
+    from .pipeline import run as run_job
+
+    try:
+        job = load_job(config)
+        report = run_job(job, params=_params(param))
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    _print_exports(report.exports)
+    for receipt in report.receipts:
+        typer.echo(_receipt_line(receipt))
+
+
+@app.command()
+def demo(
+    folder: Annotated[
+        Path, typer.Option(help="Where the sample SIS, keys and exports go.")
+    ] = Path("connector-demo"),
+    students: Annotated[int, typer.Option(min=10, help="Students to invent.")] = 3000,
+) -> None:
+    """Run the whole nightly job on an invented district, locally.
+
+    Builds a sample SIS in SQLite (invented people), a throwaway OpenPGP key pair
+    and TLS certificate, starts a local HTTPS receiver on 127.0.0.1, and runs
+    extract, encrypt, upload and verify. Writes only inside --folder.
+
+    Example: connector demo --folder /tmp/connector-demo
+    """
+    from .demo import run_demo
+
+    try:
+        result = run_demo(folder.resolve(), students=students)
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    _print_exports(result.report.exports)
+    for receipt in result.report.receipts:
+        typer.echo(_receipt_line(receipt))
+    typer.echo(f"config: {result.config}")
+    typer.echo(f"exports: {result.output_folder}")
+    typer.echo(
+        f"{len(result.report.receipts)} uploads verified by the receiver "
+        f"(stored in {result.received_folder})"
+    )
+
+
+def main() -> None:
+    """Entry point: anything unexpected is still one line and exit 1."""
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 - the last guard before the user
+        logging.getLogger("connector").debug("unexpected error", exc_info=True)
+        from .database import _scrub
+
+        typer.echo(
+            f"error: unexpected {type(exc).__name__}: {_scrub(str(exc), None)} "
+            "(run with -v for the traceback; please report it)",
+            err=True,
+        )
+        sys.exit(ExitCode.FAILURE)

@@ -1,0 +1,265 @@
+"""Read and check the TOML configuration file.
+
+Every relative path in the file is resolved from the file's own folder, so a job
+started by a scheduler from ``/`` or ``C:\\Windows\\System32`` behaves as one started
+from the config's folder. A wrong key, type or path is a ``ConfigError`` naming the
+key and the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .datasets import DATASETS
+from .errors import ConfigError
+
+_PASSWORD_IN_ODBC = re.compile(r"(^|;)\s*(PWD|PASSWORD)\s*=\s*[^;\s]", re.IGNORECASE)
+ParamValue = str | int | float | bool | dt.date | list[str | int]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSettings(_Strict):
+    """Where the SIS data comes from: exactly one of ``odbc``, ``dsn`` or ``url``."""
+
+    odbc: str | None = None
+    dsn: str | None = None
+    url: str | None = None
+    user: str | None = None
+    password_secret: str | None = None
+    encoding: str | None = None
+    query_timeout: int = Field(default=600, ge=0)
+    login_timeout: int = Field(default=30, ge=0)
+    batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SourceSettings:
+        given = [k for k in ("odbc", "dsn", "url") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of odbc (a connection string), dsn or url "
+                f"(a SQLAlchemy URL); found {', '.join(given) or 'none'}"
+            )
+        if self.odbc and _PASSWORD_IN_ODBC.search(self.odbc):
+            raise ValueError(
+                "the ODBC connection string holds a password; remove PWD= and name "
+                "a secret in password_secret instead"
+            )
+        if self.url and re.match(r"^[^:]+://[^/@]*:[^/@]+@", self.url):
+            raise ValueError(
+                "the URL holds a password; remove it and name a secret in "
+                "password_secret instead"
+            )
+        return self
+
+    def __repr__(self) -> str:
+        kind = "odbc" if self.odbc else "dsn" if self.dsn else "url"
+        return (
+            f"SourceSettings(kind={kind!r}, password_secret={self.password_secret!r})"
+        )
+
+
+class DataSetSettings(_Strict):
+    """One data set: the template that selects it and the file it is written to."""
+
+    template: Path
+    file: str | None = None
+    enabled: bool = True
+
+    @field_validator("file")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value or Path(value).name != value or value.startswith(".")
+        ):
+            raise ValueError("must be a plain file name such as students.csv")
+        return value
+
+
+class OutputSettings(_Strict):
+    folder: Path = Path("exports")
+
+
+class DestinationSettings(_Strict):
+    """The receiver: an https URL, its token, its CA and the encryption certificate."""
+
+    url: str
+    token_secret: str | None = None
+    ca_file: Path | None = None
+    recipient_cert: Path
+    attempts: int = Field(default=5, ge=1, le=100)
+    timeout: float = Field(default=60.0, gt=0)
+    backoff: float = Field(default=2.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _https_only(cls, value: str) -> str:
+        if not value.lower().startswith("https://"):
+            raise ValueError("must start with https:// (plain http is never used)")
+        return value
+
+
+class StateSettings(_Strict):
+    folder: Path | None = None
+
+
+class SecretsSettings(_Strict):
+    folder: Path | None = None
+
+
+class Settings(_Strict):
+    source: SourceSettings
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    datasets: dict[str, DataSetSettings]
+    output: OutputSettings = Field(default_factory=OutputSettings)
+    destination: DestinationSettings | None = None
+    state: StateSettings = Field(default_factory=StateSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(
+        cls, value: dict[str, DataSetSettings]
+    ) -> dict[str, DataSetSettings]:
+        unknown = sorted(set(value) - set(DATASETS))
+        if unknown:
+            raise ValueError(
+                f"unknown data set {', '.join(unknown)}; known: {', '.join(DATASETS)}"
+            )
+        if "students" not in value:
+            raise ValueError("the students data set is required")
+        return value
+
+
+class Job:
+    """Validated settings with every path made absolute from the config's folder."""
+
+    def __init__(self, settings: Settings, path: Path) -> None:
+        self.settings = settings
+        self.path = path
+        self.folder = path.parent
+
+    def resolve(self, value: Path) -> Path:
+        return value if value.is_absolute() else (self.folder / value).resolve()
+
+    @property
+    def source(self) -> SourceSettings:
+        return self.settings.source
+
+    @property
+    def datasets(self) -> dict[str, DataSetSettings]:
+        return {k: v for k, v in self.settings.datasets.items() if v.enabled}
+
+    def template_path(self, name: str) -> Path:
+        return self.resolve(self.settings.datasets[name].template)
+
+    def export_name(self, name: str) -> str:
+        return self.settings.datasets[name].file or f"{name}.csv"
+
+    @property
+    def output_folder(self) -> Path:
+        return self.resolve(self.settings.output.folder)
+
+    @property
+    def state_folder(self) -> Path:
+        if self.settings.state.folder is None:
+            return Path(platformdirs.user_data_dir("connector", appauthor=False))
+        return self.resolve(self.settings.state.folder)
+
+    @property
+    def secrets_folder(self) -> Path | None:
+        folder = self.settings.secrets.folder
+        return None if folder is None else self.resolve(folder)
+
+    @property
+    def spool_folder(self) -> Path:
+        return self.state_folder / "spool"
+
+    @property
+    def pending_folder(self) -> Path:
+        return self.state_folder / "pending"
+
+    @property
+    def upload_log(self) -> Path:
+        return self.state_folder / "uploads.jsonl"
+
+    def destination_path(self, value: Path | None) -> Path | None:
+        return None if value is None else self.resolve(value)
+
+
+def load_job(path: Path) -> Job:
+    """Read, validate and resolve the config file at ``path``."""
+    path = Path(path).expanduser()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist; pass --config PATH or create one "
+            "(see README: Configuration)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_first_problem(exc)}") from None
+
+    job = Job(settings, path.resolve())
+    _check_paths(job)
+    return job
+
+
+def _first_problem(exc: ValidationError) -> str:
+    # A misspelt key also shows up as a missing one: name the misspelling first.
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    error = errors[0]
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key; check its spelling against the README"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{key}: {message}{more}"
+
+
+def _check_paths(job: Job) -> None:
+    for name in job.datasets:
+        template = job.template_path(name)
+        if not template.is_file():
+            raise ConfigError(
+                f"{job.path}: datasets.{name}.template: no file at {template}"
+            )
+    destination = job.settings.destination
+    if destination is not None:
+        checks: list[tuple[str, Any]] = [
+            ("destination.recipient_cert", destination.recipient_cert),
+            ("destination.ca_file", destination.ca_file),
+        ]
+        for key, value in checks:
+            if value is not None and not job.resolve(value).is_file():
+                raise ConfigError(f"{job.path}: {key}: no file at {job.resolve(value)}")
+    secrets = job.secrets_folder
+    if secrets is not None and not secrets.is_dir():
+        raise ConfigError(f"{job.path}: secrets.folder: no folder at {secrets}")

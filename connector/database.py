@@ -1,0 +1,396 @@
+"""Connect to the SIS database and stream a query's rows in batches.
+
+Two ways in: pyodbc (an ODBC connection string or a DSN) and SQLAlchemy (a URL).
+Both give the same ``Source`` interface: ``describe()`` for the DBA's check and
+``stream()`` yielding the column names, then lists of row tuples, never the whole
+result. Per-driver settings (text decoding, cursor-based fetching) live here and are
+explained in ``drivers.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
+
+from .config import SourceSettings
+from .errors import ConfigError, ConnectError, QueryError
+from .templates import ParamStyle, Query
+
+log = logging.getLogger(__name__)
+
+Batch = list[tuple[Any, ...]]
+
+# SQLSTATE classes that mean "the login was refused": exit with the auth code.
+_AUTH_STATES = ("28000", "28P01")
+_DRIVER_IN_STRING = re.compile(r"(?:^|;)\s*DRIVER\s*=\s*\{?([^};]+)\}?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    dbms: str
+    dbms_version: str
+    driver: str
+    driver_version: str
+
+
+class Source(Protocol):
+    """An open connection that runs rendered queries."""
+
+    param_style: ParamStyle
+
+    def describe(self) -> ServerInfo: ...
+
+    def stream(
+        self, query: Query, batch_size: int
+    ) -> tuple[list[str], Iterator[Batch]]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Source: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+def open_source(settings: SourceSettings, password: str | None) -> Source:
+    """Connect with ``settings``; ``password`` comes from the secrets lookup."""
+    if settings.url:
+        return SqlAlchemySource(settings, password)
+    return OdbcSource(settings, password)
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    """Drop a secret from driver text, which may quote the connection string."""
+    if secret:
+        text = text.replace(secret, "***")
+    text = re.sub(r"(PWD|PASSWORD)=[^;]*", r"\1=***", text, flags=re.IGNORECASE)
+    return " ".join(text.split())
+
+
+def odbc_quote(value: str) -> str:
+    """Quote an ODBC attribute value so that ``;``, ``{`` and ``}`` are safe."""
+    return "{" + value.replace("}", "}}") + "}"
+
+
+class OdbcSource:
+    """A pyodbc connection set up for the driver behind it."""
+
+    param_style: ParamStyle = "qmark"
+
+    def __init__(self, settings: SourceSettings, password: str | None) -> None:
+        import pyodbc
+
+        self._settings = settings
+        self._password = password
+        driver = self._driver_name()
+        self._conn_str = self._connection_string(driver)
+        log.debug("connecting over ODBC (driver %s)", driver or "from DSN")
+        try:
+            self._conn = pyodbc.connect(self._conn_str, timeout=settings.login_timeout)
+        except pyodbc.Error as exc:
+            raise self._connect_error(exc, driver) from None
+
+        self._info = self._read_info()
+        self._set_decoding()
+        self._set_query_timeout(settings.query_timeout)
+        log.info(
+            "connected to %s %s through %s %s",
+            self._info.dbms,
+            self._info.dbms_version,
+            self._info.driver,
+            self._info.driver_version,
+        )
+
+    def _driver_name(self) -> str | None:
+        if self._settings.odbc:
+            match = _DRIVER_IN_STRING.search(self._settings.odbc)
+            return match.group(1).strip() if match else None
+        import pyodbc
+
+        return dict(pyodbc.dataSources()).get(self._settings.dsn or "")
+
+    def _connection_string(self, driver: str | None) -> str:
+        base = self._settings.odbc or f"DSN={odbc_quote(self._settings.dsn or '')}"
+        parts = [base.rstrip(";")]
+        upper = base.upper()
+        if self._settings.user and "UID=" not in upper:
+            parts.append(f"UID={odbc_quote(self._settings.user)}")
+        if self._password is not None:
+            parts.append(f"PWD={odbc_quote(self._password)}")
+        if driver and "postgres" in driver.lower() and "USEDECLAREFETCH" not in upper:
+            # psqlODBC buffers a whole result in memory unless told to use a cursor.
+            batch = self._settings.batch_size
+            parts.append(f"UseDeclareFetch=1;Fetch={batch}")
+        return ";".join(parts)
+
+    def _connect_error(self, exc: Any, driver: str | None) -> ConnectError:
+        import pyodbc
+
+        state = exc.args[0] if exc.args else ""
+        text = _scrub(str(exc.args[-1] if exc.args else exc), self._password)
+        where = self._settings.dsn and f"DSN {self._settings.dsn!r}" or "the database"
+        if driver and driver not in pyodbc.drivers() and "/" not in driver:
+            installed = ", ".join(pyodbc.drivers()) or "none"
+            return ConnectError(
+                f"ODBC driver {driver!r} is not installed (installed: {installed}); "
+                "fix DRIVER= in source.odbc or install the driver (see drivers.md)",
+                exit_code=2,
+            )
+        if state == "IM002":
+            return ConnectError(
+                f"{where}: no such DSN or driver ({text}); run `connector drivers` "
+                "to list what is installed",
+                exit_code=2,
+            )
+        if state in _AUTH_STATES or "password" in text.lower() or "denied" in text:
+            return ConnectError(
+                f"{where} refused the login: {text}; check source.user and the "
+                "secret named by source.password_secret",
+                exit_code=3,
+            )
+        return ConnectError(
+            f"cannot connect to {where}: {text}; check the server, port and "
+            "database name in the source settings"
+        )
+
+    def _read_info(self) -> ServerInfo:
+        import pyodbc
+
+        def info(key: int) -> str:
+            try:
+                return str(self._conn.getinfo(key))
+            except pyodbc.Error:
+                return "unknown"
+
+        return ServerInfo(
+            dbms=info(pyodbc.SQL_DBMS_NAME),
+            dbms_version=info(pyodbc.SQL_DBMS_VER),
+            driver=info(pyodbc.SQL_DRIVER_NAME),
+            driver_version=info(pyodbc.SQL_DRIVER_VER),
+        )
+
+    def _set_decoding(self) -> None:
+        """Set text decoding per DBMS; pyodbc's defaults garble some drivers' text."""
+        import pyodbc
+
+        forced = self._settings.encoding
+        dbms = self._info.dbms.lower()
+        if forced:
+            self._conn.setdecoding(pyodbc.SQL_CHAR, encoding=forced)
+            self._conn.setdecoding(pyodbc.SQL_WCHAR, encoding=forced)
+            self._conn.setencoding(encoding=forced)
+        elif "mariadb" in dbms or "mysql" in dbms or "sqlite" in dbms:
+            # MariaDB Connector/ODBC returns UTF-8 for both C types; decoding it as
+            # UTF-16 (pyodbc's default for SQL_WCHAR) loses characters.
+            self._conn.setdecoding(pyodbc.SQL_CHAR, encoding="utf-8")
+            self._conn.setdecoding(pyodbc.SQL_WCHAR, encoding="utf-8")
+            self._conn.setencoding(encoding="utf-8")
+        elif "postgres" in dbms:
+            self._conn.setdecoding(pyodbc.SQL_CHAR, encoding="utf-8")
+            self._conn.setdecoding(pyodbc.SQL_WCHAR, encoding="utf-16le")
+            self._conn.setencoding(encoding="utf-8")
+
+    def _set_query_timeout(self, seconds: int) -> None:
+        """ODBC's query timeout where the driver has it, else the server's own."""
+        import pyodbc
+
+        if not seconds:
+            return
+        try:
+            self._conn.timeout = seconds
+            return
+        except pyodbc.Error:
+            pass
+        # psqlODBC refuses SQL_ATTR_QUERY_TIMEOUT on the connection (drivers.md).
+        dbms = self._info.dbms.lower()
+        statement = None
+        if "postgres" in dbms:
+            statement = f"SET statement_timeout = {int(seconds) * 1000}"
+        elif "mariadb" in dbms:
+            statement = f"SET SESSION max_statement_time = {int(seconds)}"
+        elif "mysql" in dbms:
+            statement = f"SET SESSION max_execution_time = {int(seconds) * 1000}"
+        if statement is None:
+            log.warning(
+                "driver %s cannot limit query time; source.query_timeout is ignored",
+                self._info.driver,
+            )
+            return
+        try:
+            self._conn.execute(statement).close()
+        except pyodbc.Error as exc:
+            log.warning("could not set a query timeout: %s", _scrub(str(exc), None))
+
+    def describe(self) -> ServerInfo:
+        return self._info
+
+    def stream(
+        self, query: Query, batch_size: int
+    ) -> tuple[list[str], Iterator[Batch]]:
+        import pyodbc
+
+        cursor = self._conn.cursor()
+        try:
+            cursor.execute(query.sql, query.params)
+        except pyodbc.Error as exc:
+            cursor.close()
+            raise _query_error(query, exc, self._password) from None
+        if cursor.description is None:
+            cursor.close()
+            raise QueryError(f"{query.template}: the query returned no result set")
+        columns = [str(d[0]).lower() for d in cursor.description]
+
+        def batches() -> Iterator[Batch]:
+            try:
+                while True:
+                    try:
+                        rows = cursor.fetchmany(batch_size)
+                    except pyodbc.Error as exc:
+                        raise _query_error(query, exc, self._password) from None
+                    if not rows:
+                        return
+                    yield [tuple(r) for r in rows]
+            finally:
+                cursor.close()
+
+        return columns, batches()
+
+    def close(self) -> None:
+        import pyodbc
+
+        try:
+            # Only SELECTs ran: end the read transaction before closing.
+            self._conn.rollback()
+        except pyodbc.Error:
+            pass
+        self._conn.close()
+
+    def __enter__(self) -> OdbcSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"OdbcSource(driver={self._info.driver!r}, dbms={self._info.dbms!r})"
+
+
+def _query_error(query: Query, exc: Any, secret: str | None) -> QueryError:
+    state = exc.args[0] if exc.args else ""
+    text = _scrub(str(exc.args[-1] if exc.args else exc), secret)
+    hint = "check the template against the database"
+    if state in ("HYT00", "HYT01") or "timeout" in text.lower():
+        hint = "the query ran past source.query_timeout; raise it or narrow the query"
+    return QueryError(f"query from {query.template} failed: {text}; {hint}")
+
+
+class SqlAlchemySource:
+    """A SQLAlchemy connection streaming with server-side cursors where possible."""
+
+    param_style: ParamStyle = "named"
+
+    def __init__(self, settings: SourceSettings, password: str | None) -> None:
+        import sqlalchemy as sa
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+        self._password = password
+        try:
+            url = sa.make_url(settings.url or "")
+        except ArgumentError as exc:
+            raise ConfigError(f"source.url is not a SQLAlchemy URL: {exc}") from None
+        if settings.user:
+            url = url.set(username=settings.user)
+        if password is not None:
+            url = url.set(password=password)
+        connect_args: dict[str, Any] = {}
+        if url.get_backend_name() == "postgresql" and settings.query_timeout:
+            ms = settings.query_timeout * 1000
+            connect_args["options"] = f"-c statement_timeout={ms}"
+        try:
+            self._engine = sa.create_engine(url, connect_args=connect_args)
+            self._conn = self._engine.connect()
+        except NoSuchModuleError as exc:
+            raise ConfigError(
+                f"source.url: {exc}; install the Python driver for this database "
+                "(see drivers.md)"
+            ) from None
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"source.url needs the Python package {exc.name!r}; pip install it"
+            ) from None
+        except SQLAlchemyError as exc:
+            text = _scrub(str(getattr(exc, "orig", exc)), password)
+            auth = "password" in text.lower() or "denied" in text.lower()
+            raise ConnectError(
+                f"cannot connect to {url.render_as_string(hide_password=True)}: {text}",
+                exit_code=3 if auth else None,
+            ) from None
+        dialect = self._engine.dialect
+        self._info = ServerInfo(
+            dbms=dialect.name,
+            dbms_version=".".join(str(v) for v in dialect.server_version_info or ()),
+            driver=f"{dialect.driver} (SQLAlchemy {sa.__version__})",
+            driver_version="",
+        )
+        log.info("connected to %s through %s", self._info.dbms, self._info.driver)
+
+    def describe(self) -> ServerInfo:
+        return self._info
+
+    def stream(
+        self, query: Query, batch_size: int
+    ) -> tuple[list[str], Iterator[Batch]]:
+        import sqlalchemy as sa
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            result = self._conn.execution_options(
+                stream_results=True, yield_per=batch_size
+            ).execute(sa.text(query.sql), query.params)
+        except SQLAlchemyError as exc:
+            text = _scrub(str(getattr(exc, "orig", exc)), self._password)
+            raise QueryError(
+                f"query from {query.template} failed: {text}; "
+                "check the template against the database"
+            ) from None
+        columns = [str(k).lower() for k in result.keys()]
+
+        def batches() -> Iterator[Batch]:
+            try:
+                # An explicit size: without it partitions() loads every row first.
+                for part in result.partitions(batch_size):
+                    yield [tuple(r) for r in part]
+            except SQLAlchemyError as exc:
+                text = _scrub(str(getattr(exc, "orig", exc)), self._password)
+                raise QueryError(
+                    f"query from {query.template} failed: {text}"
+                ) from None
+            finally:
+                result.close()
+
+        return columns, batches()
+
+    def close(self) -> None:
+        self._conn.close()
+        self._engine.dispose()
+
+    def __enter__(self) -> SqlAlchemySource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def list_drivers() -> tuple[list[str], dict[str, str]]:
+    """The ODBC drivers and DSNs the driver manager knows."""
+    import pyodbc
+
+    return list(pyodbc.drivers()), dict(pyodbc.dataSources())

@@ -1,0 +1,89 @@
+"""Every failure an operator can fix is a ``ConnectorError`` carrying an exit code.
+
+The tree::
+
+    ConnectorError                 exit 1 unless a leaf says otherwise
+    ├── ConfigError                exit 2: the config file, a --param, a path
+    ├── TemplateError              exit 2: a template cannot be read or rendered
+    ├── SecretError                exit 3: a secret is missing or unreadable
+    ├── ConnectError               exit 3 for refused logins, 1 otherwise
+    ├── QueryError                 exit 1: the database refused or broke a query
+    ├── ExportError                exit 1: a row or file could not be written
+    ├── PackageError               exit 1: compressing or encrypting failed
+    └── UploadError                exit 4: the receiver could not be reached in time
+        └── VerificationError      exit 5: the receiver holds other bytes than we sent
+
+The library raises these and never prints or exits; ``connector.cli`` turns them into
+one line on stderr and the exit code.
+"""
+
+from __future__ import annotations
+
+
+class ExitCode:
+    """Process exit codes, documented in the README and ``connector --help``."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    SECRETS_OR_AUTH = 3
+    RETRY_LATER = 4
+    VERIFICATION_FAILED = 5
+
+
+class ConnectorError(Exception):
+    """A failure the operator can act on; ``str()`` is a single line."""
+
+    exit_code: int = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        # One line, always: a driver message can carry newlines of its own.
+        super().__init__(" ".join(message.split()))
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ConfigError(ConnectorError):
+    """The configuration file or a command-line value is wrong."""
+
+    exit_code = ExitCode.USAGE
+
+
+class TemplateError(ConnectorError):
+    """A SQL template is missing, malformed or uses an undefined name."""
+
+    exit_code = ExitCode.USAGE
+
+
+class SecretError(ConnectorError):
+    """A secret named in the configuration could not be found."""
+
+    exit_code = ExitCode.SECRETS_OR_AUTH
+
+
+class ConnectError(ConnectorError):
+    """The database could not be reached or refused the login."""
+
+
+class QueryError(ConnectorError):
+    """The database refused or interrupted a query."""
+
+
+class ExportError(ConnectorError):
+    """A row could not be turned into a valid CSV record, or the file not written."""
+
+
+class PackageError(ConnectorError):
+    """A file could not be compressed or encrypted."""
+
+
+class UploadError(ConnectorError):
+    """The upload did not complete; the payload is kept for the next try."""
+
+    exit_code = ExitCode.RETRY_LATER
+
+
+class VerificationError(UploadError):
+    """The receiver stored something other than what was sent."""
+
+    exit_code = ExitCode.VERIFICATION_FAILED

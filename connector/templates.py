@@ -1,0 +1,158 @@
+"""Render a Jinja template into a query whose every value is a bound parameter.
+
+Inside a template, each ``{{ expression }}`` becomes a placeholder and its value goes
+into the parameter list: values never reach the SQL text. A list or tuple becomes one
+placeholder per item, so ``IN ({{ schools }})`` works. Control statements
+(``{% if %}``, ``{% for %}``) work on the values as usual.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+
+from .errors import TemplateError
+
+ParamStyle = Literal["qmark", "named"]
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_INT = re.compile(r"^-?\d+$")
+
+
+@dataclass
+class Query:
+    """A rendered query: SQL text with placeholders, and the values to bind."""
+
+    sql: str
+    params: list[Any] | dict[str, Any]
+    template: Path
+
+    @property
+    def param_count(self) -> int:
+        return len(self.params)
+
+
+@dataclass
+class _Binder:
+    style: ParamStyle
+    values: list[Any] = field(default_factory=list)
+
+    def bind(self, value: Any) -> str:
+        if isinstance(value, jinja2.Undefined):
+            # StrictUndefined raises on str(); reaching here means a plain Undefined.
+            str(value)
+        if isinstance(value, list | tuple | set | frozenset):
+            items = list(value)
+            if not items:
+                raise TemplateError(
+                    "an empty list cannot be bound in IN (...); "
+                    "give at least one value or guard it with {% if %}"
+                )
+            return ", ".join(self._one(v) for v in items)
+        return self._one(value)
+
+    def _one(self, value: Any) -> str:
+        self.values.append(value)
+        if self.style == "qmark":
+            return "?"
+        return f":p{len(self.values)}"
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """Split a ``--param name=value`` string; ISO dates and integers get their type.
+
+    A comma-separated value (``schools=101,102``) becomes a list.
+    """
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise TemplateError(
+            f"--param {text!r} is not name=value; write for example "
+            "--param school_year=2025"
+        )
+    if "," in raw:
+        return name, [_typed(part.strip()) for part in raw.split(",") if part.strip()]
+    return name, _typed(raw.strip())
+
+
+def _typed(raw: str) -> Any:
+    if _DATE.match(raw):
+        try:
+            return dt.date.fromisoformat(raw)
+        except ValueError:
+            return raw
+    if _INT.match(raw) and not (len(raw) > 1 and raw.lstrip("-").startswith("0")):
+        # "0427" stays text: a leading zero means a code, not a number.
+        return int(raw)
+    return raw
+
+
+def render_query(
+    path: Path, params: Mapping[str, Any], *, style: ParamStyle = "qmark"
+) -> Query:
+    """Render the template at ``path`` with ``params`` bound as query parameters.
+
+    Raises ``TemplateError`` naming the file (and line, where Jinja knows it) when the
+    template is missing, malformed or uses a name that ``params`` lacks.
+    """
+    try:
+        source = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TemplateError(
+            f"template {path} does not exist; check the data set's 'template' setting"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"template {path} cannot be read: {exc}") from exc
+
+    binder = _Binder(style)
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        finalize=binder.bind,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    try:
+        template = env.from_string(source)
+        template.filename = str(path)
+        sql = template.render(**params)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(
+            f"template {path}, line {exc.lineno}: {exc.message}"
+        ) from exc
+    except jinja2.UndefinedError as exc:
+        line = _template_line(exc, path)
+        where = f", line {line}" if line else ""
+        raise TemplateError(
+            f"template {path}{where}: {exc.message}; define it under [params] in "
+            "the config or pass --param NAME=VALUE"
+        ) from exc
+    except TemplateError as exc:
+        line = _template_line(exc, path)
+        where = f", line {line}" if line else ""
+        raise TemplateError(f"template {path}{where}: {exc}") from exc
+    except jinja2.TemplateError as exc:
+        line = _template_line(exc, path)
+        where = f", line {line}" if line else ""
+        raise TemplateError(f"template {path}{where}: {exc}") from exc
+
+    if style == "qmark":
+        bound: list[Any] | dict[str, Any] = binder.values
+    else:
+        bound = {f"p{i}": v for i, v in enumerate(binder.values, start=1)}
+    return Query(sql=sql, params=bound, template=path)
+
+
+def _template_line(exc: BaseException, path: Path) -> int | None:
+    """The template line of the innermost frame that Jinja mapped to ``path``."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == str(path):
+            line = frame.lineno
+    return line

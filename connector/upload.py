@@ -1,0 +1,401 @@
+"""Send a payload to the receiver over HTTPS and prove it arrived intact.
+
+One ``PUT <destination.url><payload name>`` per attempt, streamed from the spool file,
+with the payload's SHA-256 in ``Content-Digest`` (RFC 9530) and as ``Idempotency-Key``.
+The receiver answers with the size and SHA-256 of what it stored; the upload counts
+only when both equal the payload's.
+
+Connection failures, timeouts, resets and 408/429/5xx answers are tried again with
+exponential back-off and jitter (``Retry-After`` is honoured up to ``max_wait``).
+A refused token, any other 4xx, and a certificate that fails verification stop at
+once: repeating them cannot help. Every attempt appends one JSON line to the upload
+log; the token never appears there or in messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import logging
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+import tenacity
+
+from .errors import ConfigError, ExitCode, UploadError, VerificationError
+from .package import Payload
+
+__all__ = ["Receipt", "UploadTarget", "upload_payload"]
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1024 * 1024
+VERIFIED_BY_RECEIVER = "receiver-sha256"
+_RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """Where and how to upload: the ``destination`` settings.
+
+    ``url`` must be https; payload names are appended to it (a missing final ``/``
+    is added). ``ca_file`` replaces the system trust store when set. ``timeout``
+    applies to connecting, and to each read and write. ``backoff`` is the first
+    wait between attempts in seconds; waits double up to ``max_wait``.
+    """
+
+    url: str
+    token: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    attempts: int = 5
+    timeout: float = 30.0
+    backoff: float = 2.0
+    max_wait: float = 120.0
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ConfigError(
+                f"destination.url must be an https:// URL, got {_redact(self.url)!r}; "
+                "uploads are never sent unencrypted"
+            )
+        if parts.username or parts.password:
+            raise ConfigError(
+                "destination.url must not carry credentials; "
+                "put the token in destination.token_secret"
+            )
+        if not self.url.endswith("/"):
+            object.__setattr__(self, "url", self.url + "/")
+        if self.attempts < 1:
+            raise ConfigError(
+                f"destination.attempts must be 1 or more, not {self.attempts}"
+            )
+        if self.timeout <= 0 or self.backoff < 0 or self.max_wait < 0:
+            raise ConfigError(
+                "destination.timeout must be positive and destination.backoff "
+                "and destination.max_wait not negative"
+            )
+
+    @property
+    def origin(self) -> str:
+        """``https://host:port`` of the receiver, for messages."""
+        parts = urlsplit(self.url)
+        port = parts.port or 443
+        return f"https://{parts.hostname}:{port}"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the receiver confirmed holding after an upload."""
+
+    name: str
+    size: int
+    sha256: str
+    verified: str
+    attempts: int
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way that another attempt may fix."""
+
+    def __init__(self, text: str, retry_after: float | None = None) -> None:
+        super().__init__(text)
+        self.retry_after = retry_after
+
+
+def upload_payload(payload: Payload, target: UploadTarget, log_path: Path) -> Receipt:
+    """Upload ``payload`` to ``target`` and verify the receiver's receipt.
+
+    Raises ``UploadError`` when the receiver cannot be reached or refuses the
+    upload (the payload stays in the spool), and ``VerificationError`` when the
+    receiver reports other bytes than were sent.
+    """
+    _check_payload(payload)
+    context = _ssl_context(target)
+    log = _UploadLog(log_path, payload, target)
+    timeout = httpx.Timeout(
+        connect=target.timeout,
+        read=target.timeout,
+        write=target.timeout,
+        pool=target.timeout,
+    )
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(target.attempts),
+        wait=_make_wait(target),
+        retry=tenacity.retry_if_exception_type(_Retryable),
+        reraise=True,
+    )
+
+    try:
+        with httpx.Client(verify=context, timeout=timeout) as client:
+            for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    receipt = _attempt(client, payload, target, log, number)
+    except _Retryable as exc:
+        raise UploadError(
+            f"upload of {payload.path.name} could not reach {target.origin} "
+            f"after {target.attempts} attempts: {exc}; the payload is kept in "
+            f"{payload.path}; run `connector send` to try again"
+        ) from exc
+
+    logger.info(
+        "upload %s verified by %s: %d bytes, sha256 %s, attempt %d",
+        receipt.name,
+        target.origin,
+        receipt.size,
+        receipt.sha256,
+        receipt.attempts,
+    )
+    return receipt
+
+
+def _attempt(
+    client: httpx.Client,
+    payload: Payload,
+    target: UploadTarget,
+    log: _UploadLog,
+    number: int,
+) -> Receipt:
+    """Make one PUT; return the verified receipt or raise."""
+    is_last = number >= target.attempts
+    started = time.monotonic()
+    try:
+        response = client.put(
+            target.url + quote(payload.path.name),
+            content=_file_chunks(payload.path),
+            headers=_headers(payload, target),
+        )
+    except httpx.ConnectError as exc:
+        if _is_certificate_failure(exc):
+            log.write(number, "failed", started, error=exc)
+            raise UploadError(
+                f"the TLS certificate of {target.origin} failed verification "
+                f"({_one_line(exc)}); check destination.ca_file, or the system "
+                "trust store if it is unset",
+                exit_code=ExitCode.FAILURE,
+            ) from exc
+        raise _retry_or_fail(log, number, is_last, started, exc) from exc
+    except httpx.TransportError as exc:
+        raise _retry_or_fail(log, number, is_last, started, exc) from exc
+
+    status = response.status_code
+    if status in (200, 201):
+        return _verify(response, payload, log, number, started)
+
+    if status in _RETRY_STATUSES:
+        text = f"HTTP {status} {response.reason_phrase}"
+        log.write(number, "failed" if is_last else "retry", started, status, text)
+        logger.warning("upload %s attempt %d: %s", payload.path.name, number, text)
+        raise _Retryable(text, _retry_after(response))
+
+    log.write(
+        number, "failed", started, status, f"HTTP {status} {response.reason_phrase}"
+    )
+    if status in (401, 403):
+        raise UploadError(
+            f"{target.origin} refused the token (HTTP {status}); check "
+            "destination.token_secret",
+            exit_code=ExitCode.SECRETS_OR_AUTH,
+        )
+    raise UploadError(
+        f"{target.origin} refused the upload of {payload.path.name} with HTTP "
+        f"{status} {response.reason_phrase}; check destination.url; the payload "
+        f"is kept in {payload.path}",
+        exit_code=ExitCode.FAILURE,
+    )
+
+
+def _verify(
+    response: httpx.Response,
+    payload: Payload,
+    log: _UploadLog,
+    number: int,
+    started: float,
+) -> Receipt:
+    """Compare the receiver's receipt with the payload."""
+    status = response.status_code
+    try:
+        body = response.json()
+        size, sha256 = int(body["size"]), str(body["sha256"]).lower()
+    except (ValueError, KeyError, TypeError) as exc:
+        log.write(number, "mismatch", started, status, "no usable receipt")
+        raise VerificationError(
+            f"the receiver accepted {payload.path.name} (HTTP {status}) but sent "
+            "no receipt with size and sha256; the upload cannot be verified"
+        ) from exc
+
+    if size != payload.size or sha256 != payload.sha256:
+        log.write(
+            number,
+            "mismatch",
+            started,
+            status,
+            f"receiver holds {size} bytes sha256 {sha256}",
+        )
+        raise VerificationError(
+            f"the receiver stored {size} bytes with sha256 {sha256} for "
+            f"{payload.path.name}, but {payload.size} bytes with sha256 "
+            f"{payload.sha256} were sent; the payload is kept in {payload.path}; "
+            "report this to the receiver before sending again"
+        )
+
+    log.write(number, "verified", started, status)
+    name = str(body.get("name") or payload.path.name)
+    return Receipt(name, size, sha256, VERIFIED_BY_RECEIVER, number)
+
+
+def _retry_or_fail(
+    log: _UploadLog, number: int, is_last: bool, started: float, exc: Exception
+) -> _Retryable:
+    log.write(number, "failed" if is_last else "retry", started, error=exc)
+    logger.warning("upload attempt %d: %s", number, _one_line(exc))
+    return _Retryable(_one_line(exc))
+
+
+def _make_wait(target: UploadTarget) -> Any:
+    exponential = tenacity.wait_exponential_jitter(
+        initial=target.backoff, max=target.max_wait, jitter=target.backoff
+    )
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, target.max_wait)
+        return float(exponential(state))
+
+    return wait
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Read ``Retry-After`` as seconds, from a number or an HTTP date."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _headers(payload: Payload, target: UploadTarget) -> dict[str, str]:
+    digest = base64.b64encode(bytes.fromhex(payload.sha256)).decode()
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Content-Length": str(payload.size),
+        "Content-Digest": f"sha-256=:{digest}:",
+        "Idempotency-Key": payload.sha256,
+    }
+    if target.token:
+        headers["Authorization"] = f"Bearer {target.token}"
+    return headers
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_SIZE):
+            yield chunk
+
+
+def _check_payload(payload: Payload) -> None:
+    try:
+        size = payload.path.stat().st_size
+    except OSError as exc:
+        raise UploadError(
+            f"payload {payload.path} cannot be read ({exc.strerror}); "
+            "package the export again",
+            exit_code=ExitCode.FAILURE,
+        ) from exc
+    if size != payload.size:
+        raise UploadError(
+            f"payload {payload.path} has {size} bytes, not the {payload.size} "
+            "recorded when it was packaged; package the export again",
+            exit_code=ExitCode.FAILURE,
+        )
+
+
+def _ssl_context(target: UploadTarget) -> ssl.SSLContext:
+    if target.ca_file is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=str(target.ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"destination.ca_file {target.ca_file} is not a readable PEM "
+            f"certificate file ({_one_line(exc)})"
+        ) from exc
+
+
+def _is_certificate_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "no detail"
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _redact(url: str) -> str:
+    """Drop credentials, query and fragment from a URL."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class _UploadLog:
+    """Appends one JSON line per attempt to the upload log."""
+
+    def __init__(self, path: Path, payload: Payload, target: UploadTarget) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the upload log folder {path.parent} "
+                f"({exc.strerror}); check state.folder"
+            ) from exc
+        self.path = path
+        self.common = {
+            "file": payload.path.name,
+            "bytes": payload.size,
+            "sha256": payload.sha256,
+            "url": _redact(target.url + quote(payload.path.name)),
+        }
+
+    def write(
+        self,
+        attempt: int,
+        outcome: str,
+        started: float,
+        status: int | None = None,
+        error: str | BaseException | None = None,
+    ) -> None:
+        if isinstance(error, BaseException):
+            error = _one_line(error)
+        record = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            **self.common,
+            "attempt": attempt,
+            "outcome": outcome,
+            "status": status,
+            "error": error,
+            "duration_s": round(time.monotonic() - started, 3),
+        }
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")

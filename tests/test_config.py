@@ -1,0 +1,96 @@
+from pathlib import Path
+
+import pytest
+
+from connector.config import load_job
+from connector.errors import ConfigError
+
+GOOD = """
+[source]
+odbc = "DRIVER={PostgreSQL Unicode};SERVER=127.0.0.1;DATABASE=sis"
+password_secret = "sis-db"
+
+[params]
+school_year = 2024
+start = 2024-09-01
+
+[datasets.students]
+template = "q/students.sql.j2"
+
+[output]
+folder = "out"
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "students.sql.j2").write_text("SELECT 1", encoding="utf-8")
+    return tmp_path
+
+
+def test_paths_resolve_from_the_config_folder(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (folder / "connector.toml").write_text(GOOD, encoding="utf-8")
+    monkeypatch.chdir("/")
+    job = load_job(folder / "connector.toml")
+    assert job.template_path("students") == folder / "q" / "students.sql.j2"
+    assert job.output_folder == folder / "out"
+    assert job.export_name("students") == "students.csv"
+    assert "sis-db" in repr(job.source) and "DRIVER" not in repr(job.source)
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (("template =", "tempalte ="), "datasets.students.tempalte"),
+        (("school_year = 2024", "school_year = {a = 1}"), "params.school_year"),
+        (('folder = "out"', "folder = 5"), "output.folder"),
+        (("q/students.sql.j2", "q/nope.sql.j2"), "datasets.students.template"),
+        (("[datasets.students]", "[datasets.pupils]"), "datasets"),
+        (('password_secret = "sis-db"', 'url = "sqlite:///x.db"'), "source"),
+    ],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "wrong-type-path",
+        "missing-file",
+        "bad-set",
+        "two-kinds",
+    ],
+)
+def test_config_errors_name_the_key_and_file(
+    folder: Path, change: tuple[str, str], key: str
+) -> None:
+    path = folder / "connector.toml"
+    path.write_text(GOOD.replace(*change), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_job(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert key in message
+    assert "\n" not in message
+    assert info.value.exit_code == 2
+
+
+def test_password_in_connection_string_is_refused(folder: Path) -> None:
+    path = folder / "connector.toml"
+    path.write_text(
+        GOOD.replace("DATABASE=sis", "DATABASE=sis;PWD=hunter2"), encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match="password_secret") as info:
+        load_job(path)
+    assert "hunter2" not in str(info.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_job(tmp_path / "connector.toml")
+
+
+def test_bad_toml(tmp_path: Path) -> None:
+    path = tmp_path / "connector.toml"
+    path.write_text("[source\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_job(path)

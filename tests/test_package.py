@@ -1,0 +1,164 @@
+"""Packaging: deterministic gzip, OpenPGP that the real GnuPG decrypts, clear errors."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from connector.errors import PackageError
+from connector.package import load_recipient, make_keypair, package_export
+
+CSV = "student_id,first_name\r\n1,Ørjan\r\n2,Zoë\r\n".encode() * 2000
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_keypair(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="module")
+def gnupg_home(
+    tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Path]
+) -> Path:
+    if shutil.which("gpg") is None:
+        # A developer's machine may lack GnuPG; CI must not (a skip there fails).
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI must not skip: the gpg command is not installed")
+        pytest.skip("the gpg command is not installed")
+    home = tmp_path_factory.mktemp("gnupg")
+    home.chmod(0o700)
+    _gpg(home, "--import", str(keys[1]))
+    return home
+
+
+@pytest.fixture
+def export(tmp_path: Path) -> Path:
+    path = tmp_path / "students.csv"
+    path.write_bytes(CSV)
+    return path
+
+
+def _gpg(home: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    return subprocess.run(
+        ["gpg", "--batch", "--no-tty", *args],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+
+
+def test_package_export_decrypts_with_gnupg(
+    tmp_path: Path, export: Path, keys: tuple[Path, Path], gnupg_home: Path
+) -> None:
+    payload = package_export(export, tmp_path / "spool", keys[0])
+
+    compressed = _gpg(gnupg_home, "--decrypt", str(payload.path)).stdout
+    assert gzip.decompress(compressed) == CSV
+    data = payload.path.read_bytes()
+    assert payload.path == tmp_path / "spool" / "students.csv.gz.pgp"
+    assert payload.size == len(data)
+    assert payload.sha256 == hashlib.sha256(data).hexdigest()
+    assert payload.csv_name == "students.csv"
+    assert payload.csv_size == len(CSV)
+    assert payload.csv_sha256 == hashlib.sha256(CSV).hexdigest()
+    assert payload.fingerprint == load_recipient(keys[0]).fingerprint
+    assert os.listdir(tmp_path / "spool") == ["students.csv.gz.pgp"]
+
+
+def test_package_export_gzip_is_deterministic(
+    tmp_path: Path, export: Path, keys: tuple[Path, Path], gnupg_home: Path
+) -> None:
+    first = package_export(export, tmp_path / "one", keys[0])
+    second = package_export(export, tmp_path / "two", keys[0])
+
+    gz_first = _gpg(gnupg_home, "--decrypt", str(first.path)).stdout
+    gz_second = _gpg(gnupg_home, "--decrypt", str(second.path)).stdout
+    assert gz_first == gz_second
+    assert gz_first[4:8] == b"\0\0\0\0"  # mtime
+    assert gz_first[3] & 0x08 == 0  # no file name
+    # Encryption is randomised: the payloads differ, their contents do not.
+    assert first.sha256 != second.sha256
+
+
+def test_package_export_uses_aes256(
+    tmp_path: Path, export: Path, keys: tuple[Path, Path], gnupg_home: Path
+) -> None:
+    payload = package_export(export, tmp_path, keys[0])
+
+    listing = _gpg(
+        gnupg_home, "-v", "--show-session-key", "--list-packets", str(payload.path)
+    )
+    stderr = listing.stderr.decode()
+    assert "AES256 encrypted data" in stderr
+    assert "session key: '9:" in stderr  # symmetric algorithm 9 is AES-256
+    assert ":encrypted data packet:" in listing.stdout.decode()  # SEIPDv1 + MDC
+
+
+def test_package_export_logs_names_and_hashes_only(
+    tmp_path: Path,
+    export: Path,
+    keys: tuple[Path, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="connector.package")
+
+    payload = package_export(export, tmp_path, keys[0])
+
+    [(logger, level, message)] = caplog.record_tuples
+    assert (logger, level) == ("connector.package", logging.INFO)
+    assert "students.csv" in message and payload.sha256 in message
+    assert "SEIPDv1" in message
+    assert "Ørjan" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "content",
+    [None, b"not a key\n", b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nAAAA\n"],
+    ids=["missing", "garbage", "broken-armor"],
+)
+def test_package_export_bad_certificate(
+    tmp_path: Path, export: Path, content: bytes | None
+) -> None:
+    cert = tmp_path / "recipient.asc"
+    if content is not None:
+        cert.write_bytes(content)
+
+    with pytest.raises(PackageError, match="recipient certificate .*recipient.asc"):
+        package_export(export, tmp_path / "spool", cert)
+    assert not (tmp_path / "spool").exists() or not os.listdir(tmp_path / "spool")
+
+
+def test_package_export_refuses_secret_key(
+    tmp_path: Path, export: Path, keys: tuple[Path, Path]
+) -> None:
+    with pytest.raises(PackageError, match="contains a secret key"):
+        package_export(export, tmp_path / "spool", keys[1])
+
+
+def test_package_export_missing_export_leaves_nothing(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+
+    with pytest.raises(PackageError, match="absent.csv does not exist"):
+        package_export(tmp_path / "absent.csv", spool, keys[0])
+    assert os.listdir(spool) == []
+
+
+def test_make_keypair_writes_public_and_secret(tmp_path: Path) -> None:
+    public, secret = make_keypair(tmp_path)
+
+    assert public.read_text().startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    assert secret.read_text().startswith("-----BEGIN PGP PRIVATE KEY BLOCK-----")
+    assert secret.stat().st_mode & 0o077 == 0
+    assert load_recipient(public).fingerprint
