@@ -97,8 +97,9 @@ def _params(items: list[str] | None) -> dict[str, Any]:
 def _print_exports(results: list[Any]) -> None:
     for r in results:
         typer.echo(f"{r.dataset}\t{r.rows} rows\t{r.size} bytes\t{r.path}")
-        for rule, count in sorted(r.issues.items()):
-            typer.echo(f"  {rule}: {count}", err=True)
+        if r.issues:
+            counts = ", ".join(f"{k}={v}" for k, v in sorted(r.issues.items()))
+            typer.echo(f"warning: {r.dataset}: values cleaned or blanked: {counts}", err=True)
 
 
 @app.command()

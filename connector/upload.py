@@ -18,13 +18,13 @@ import base64
 import email.utils
 import json
 import logging
+import random
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -261,16 +261,15 @@ def _retry_or_fail(
     return _Retryable(_one_line(exc))
 
 
-def _make_wait(target: UploadTarget) -> Any:
-    exponential = tenacity.wait_exponential_jitter(
-        initial=target.backoff, max=target.max_wait, jitter=target.backoff
-    )
-
+def _make_wait(target: UploadTarget) -> Callable[[tenacity.RetryCallState], float]:
+    # Written out rather than tenacity.wait_exponential_jitter, whose arguments
+    # changed between tenacity 8 and 9.
     def wait(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _Retryable) and exc.retry_after is not None:
             return min(exc.retry_after, target.max_wait)
-        return float(exponential(state))
+        exponential = target.backoff * 2.0 ** (state.attempt_number - 1)
+        return min(exponential + random.uniform(0, target.backoff), target.max_wait)
 
     return wait
 
