@@ -99,7 +99,9 @@ def _print_exports(results: list[Any]) -> None:
         typer.echo(f"{r.dataset}\t{r.rows} rows\t{r.size} bytes\t{r.path}")
         if r.issues:
             counts = ", ".join(f"{k}={v}" for k, v in sorted(r.issues.items()))
-            typer.echo(f"warning: {r.dataset}: values cleaned or blanked: {counts}", err=True)
+            typer.echo(
+                f"warning: {r.dataset}: values cleaned or blanked: {counts}", err=True
+            )
 
 
 @app.command()

@@ -17,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import io
 import logging
 import os
+import shutil
 import struct
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pysequoia
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pysequoia.packet import PacketPile, Tag
 
 from .errors import PackageError
@@ -211,20 +211,11 @@ def _chunks(f: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-# --- A little OpenPGP packet reading, enough to name the message format and to make
-# --- demo keys that GnuPG 2.2 can use (RFC 4880 section 4.2, RFC 9580 section 5.13).
+# Packet headers only (RFC 4880 section 4.2), enough to log which encrypted-data
+# format a payload uses: GnuPG 2.2 and 2.4 cannot read SEIPDv2 (RFC 9580 5.13).
 
 _TAG_PKESK = 1
-_TAG_SIGNATURE = 2
-_TAG_SECRET_KEY = 5
-_TAG_USER_ID = 13
 _TAG_SEIPD = 18
-_SIG_POSITIVE_CERT = 0x13
-_SIG_DIRECT_KEY = 0x1F
-_SUBPACKET_FEATURES = 30
-_FEATURE_SEIPDV1 = 0x01
-_ALGO_EDDSA_LEGACY = 22
-_HASHES = {8: "sha256", 10: "sha512"}
 _SYMMETRIC = {7: "AES-128", 8: "AES-192", 9: "AES-256"}
 
 
@@ -273,141 +264,63 @@ def _describe_message(path: Path) -> str:
     return "unrecognised OpenPGP layout"
 
 
-def _packets(data: bytes) -> list[tuple[int, bytes, bytes]]:
-    """Split binary OpenPGP data into (tag, raw packet, body)."""
-    stream = io.BytesIO(data)
-    packets: list[tuple[int, bytes, bytes]] = []
-    while True:
-        start = stream.tell()
-        header = _read_header(stream)
-        if header is None:
-            return packets
-        tag, length = header
-        if length < 0:
-            raise ValueError("partial lengths are not expected in a key")
-        body = stream.read(length)
-        packets.append((tag, data[start : stream.tell()], body))
-
-
-def _new_packet(tag: int, body: bytes) -> bytes:
-    return bytes([0xC0 | tag, 0xFF]) + struct.pack(">I", len(body)) + body
-
-
-def _mpi(value: bytes) -> bytes:
-    stripped = value.lstrip(b"\0")
-    return struct.pack(">H", int.from_bytes(stripped, "big").bit_length()) + stripped
-
-
-def _split_secret_key(body: bytes) -> tuple[bytes, Ed25519PrivateKey]:
-    """Split an unprotected v4 EdDSA secret key packet into public body and key."""
-    if body[0] != 4 or body[5] != _ALGO_EDDSA_LEGACY:
-        raise ValueError("expected a v4 Ed25519 primary key")
-    oid_end = 7 + body[6]
-    point_bits = struct.unpack(">H", body[oid_end : oid_end + 2])[0]
-    public_end = oid_end + 2 + (point_bits + 7) // 8
-    if body[public_end] != 0:
-        raise ValueError("the generated secret key is unexpectedly protected")
-    secret_bits = struct.unpack(">H", body[public_end + 1 : public_end + 3])[0]
-    secret = body[public_end + 3 : public_end + 3 + (secret_bits + 7) // 8]
-    key = Ed25519PrivateKey.from_private_bytes(secret.rjust(32, b"\0"))
-    return body[:public_end], key
-
-
-def _resign_without_seipdv2(
-    sig_body: bytes, signed_prefix: bytes, key: Ed25519PrivateKey
-) -> bytes:
-    """Re-make a v4 self-signature with the features subpacket set to SEIPDv1 only."""
-    sig_type, hash_algo = sig_body[1], sig_body[3]
-    hashed_len = struct.unpack(">H", sig_body[4:6])[0]
-    hashed = bytearray(sig_body[6 : 6 + hashed_len])
-    rest = sig_body[6 + hashed_len :]
-    unhashed = rest[: 2 + struct.unpack(">H", rest[:2])[0]]
-
-    pos = 0
-    while pos < len(hashed):
-        first = hashed[pos]
-        if first < 192:
-            size, pos = first, pos + 1
-        elif first < 255:
-            size, pos = ((first - 192) << 8) + hashed[pos + 1] + 192, pos + 2
-        else:
-            size, pos = struct.unpack(">I", hashed[pos + 1 : pos + 5])[0], pos + 5
-        if hashed[pos] & 0x7F == _SUBPACKET_FEATURES:
-            hashed[pos + 1] = _FEATURE_SEIPDV1
-        pos += size
-
-    head = bytes([4, sig_type, _ALGO_EDDSA_LEGACY, hash_algo]) + struct.pack(
-        ">H", hashed_len
-    )
-    signed_part = head + bytes(hashed)
-    trailer = b"\x04\xff" + struct.pack(">I", len(signed_part))
-    digest = hashlib.new(_HASHES[hash_algo], signed_prefix + signed_part + trailer)
-    signature = key.sign(digest.digest())
-    return (
-        signed_part
-        + unhashed
-        + digest.digest()[:2]
-        + _mpi(signature[:32])
-        + _mpi(signature[32:])
-    )
-
-
-def _gnupg_compatible(tsk_bytes: bytes) -> bytes:
-    """Clear the SEIPDv2 feature bit in a freshly generated key's self-signatures.
-
-    Sequoia writes a SEIPDv2 message to any certificate that announces it, and
-    GnuPG 2.2/2.4 cannot read those; a demo key standing in for a GnuPG receiver
-    must announce SEIPDv1 only. Both Sequoia and GnuPG check the new signatures.
-    """
-    packets = _packets(tsk_bytes)
-    if not packets or packets[0][0] != _TAG_SECRET_KEY:
-        raise ValueError("expected a secret primary key first")
-    public_body, key = _split_secret_key(packets[0][2])
-    key_prefix = b"\x99" + struct.pack(">H", len(public_body)) + public_body
-
-    out = []
-    user_id: bytes | None = None
-    in_primary_part = True
-    for tag, raw, body in packets:
-        if tag == _TAG_USER_ID:
-            user_id = body
-        elif tag not in (_TAG_SIGNATURE, _TAG_SECRET_KEY, _TAG_USER_ID):
-            in_primary_part = False  # subkeys and their bindings stay as they are
-        if tag == _TAG_SIGNATURE and in_primary_part:
-            if body[1] == _SIG_DIRECT_KEY:
-                raw = _new_packet(tag, _resign_without_seipdv2(body, key_prefix, key))
-            elif body[1] == _SIG_POSITIVE_CERT and user_id is not None:
-                prefix = key_prefix + b"\xb4" + struct.pack(">I", len(user_id))
-                raw = _new_packet(
-                    tag, _resign_without_seipdv2(body, prefix + user_id, key)
-                )
-        out.append(raw)
-    return b"".join(out)
-
-
 def make_keypair(
     folder: Path, user_id: str = "Connector demo <demo@example.invalid>"
 ) -> tuple[Path, Path]:
-    """Make a throwaway v4 key pair for demos and tests; return (public, secret).
+    """Make a throwaway key pair for the demo; return (public, secret) file paths.
 
-    The public certificate is written armored to ``recipient.asc``, the unprotected
-    secret key to ``recipient-secret.asc`` (``gpg --import`` accepts it). The key
-    announces SEIPDv1 only, so payloads encrypted to it decrypt with GnuPG 2.2.
-    Never use it for real data.
+    The public certificate goes armored to ``recipient.asc``, the unprotected secret
+    key to ``recipient-secret.asc`` (mode 0600). GnuPG makes the key when ``gpg`` is
+    installed, as a receiver would, so payloads use the format GnuPG 2.2 reads;
+    otherwise pysequoia makes it, and its keys ask for the newer AEAD format that
+    only current OpenPGP tools read. Never use either for real data.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    generated = pysequoia.Tsk.generate(
-        user_id, profile=pysequoia.Profile.RFC4880, cipher_suite=None
-    )
-    tsk = pysequoia.Tsk.from_bytes(_gnupg_compatible(bytes(generated)))
-
     public_path = folder / "recipient.asc"
     secret_path = folder / "recipient-secret.asc"
-    public_path.write_text(str(tsk.extract_certificate()), encoding="ascii")
+    if shutil.which("gpg"):
+        public, secret = _gnupg_keypair(user_id)
+    else:
+        tsk = pysequoia.Tsk.generate(user_id, profile=pysequoia.Profile.RFC4880)
+        public, secret = str(tsk.extract_certificate()), str(tsk)
+    public_path.write_text(public, encoding="ascii")
     fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(str(tsk))
-    logger.debug(
-        "demo key pair %s written to %s", tsk.extract_certificate().fingerprint, folder
-    )
+        f.write(secret)
+    logger.debug("demo key pair written to %s", folder)
     return public_path, secret_path
+
+
+def _gnupg_keypair(user_id: str) -> tuple[str, str]:
+    """A new unprotected key pair from GnuPG in a throwaway home folder."""
+    with tempfile.TemporaryDirectory(prefix="connector-gnupg-") as home:
+        env = {**os.environ, "GNUPGHOME": home}
+
+        def gpg(*args: str) -> str:
+            result = subprocess.run(
+                ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", *args],
+                env=env,
+                capture_output=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise PackageError(
+                    "gpg could not make the demo key pair: "
+                    + result.stderr.decode("utf-8", "replace").strip()
+                )
+            return result.stdout.decode("ascii")
+
+        gpg(
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            user_id,
+            "default",
+            "default",
+            "never",
+        )
+        public = gpg("--armor", "--export", user_id)
+        secret = gpg("--passphrase", "", "--armor", "--export-secret-keys", user_id)
+        # gpg-agent was started for this home folder; stop it before it is removed.
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, check=False)
+    return public, secret

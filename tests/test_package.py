@@ -162,3 +162,15 @@ def test_make_keypair_writes_public_and_secret(tmp_path: Path) -> None:
     assert secret.read_text().startswith("-----BEGIN PGP PRIVATE KEY BLOCK-----")
     assert secret.stat().st_mode & 0o077 == 0
     assert load_recipient(public).fingerprint
+
+
+def test_make_keypair_without_gnupg_uses_pysequoia(
+    tmp_path: Path, export: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import connector.package
+
+    monkeypatch.setattr(connector.package.shutil, "which", lambda name: None)
+    public, secret = make_keypair(tmp_path / "keys")
+    payload = package_export(export, tmp_path / "spool", public)
+    assert payload.size > 0
+    assert secret.stat().st_mode & 0o077 == 0
