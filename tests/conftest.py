@@ -10,9 +10,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyodbc
 import pytest
 
 from connector.receiver import Receiver
+
+from .sis_expectations import SIS
 
 SHARED = Path(os.environ.get("CONNECTOR_SHARED", Path(__file__).parents[2] / "shared"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -110,3 +113,27 @@ def connector_command() -> list[str]:
     script = Path(sys.executable).parent / "connector"
     require(script.exists(), "the connector console script is not installed")
     return [str(script)]
+
+
+DRIVERS = {"rosariosis": "PostgreSQL Unicode", "opensis": "MariaDB Unicode"}
+DATABASES = {"rosariosis": "sis_rosariosis", "opensis": "sis_opensis"}
+
+
+def _database_ready(sis: str) -> bool:
+    try:
+        with pyodbc.connect(SIS[sis]["connection"], timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM students").fetchone()[0] > 100
+    except pyodbc.Error:
+        return False
+
+
+@pytest.fixture(scope="session")
+def sis_loaded() -> Iterator[None]:
+    for sis, driver in DRIVERS.items():
+        require(driver in pyodbc.drivers(), f"ODBC driver {driver!r} is not installed")
+        if not _database_ready(sis):
+            loader = SHARED / "sis" / "load_all.sh"
+            require(loader.exists(), f"{loader} is missing: cannot load {sis}")
+            subprocess.run(["bash", str(loader), sis], check=True, capture_output=True)
+        require(_database_ready(sis), f"database {DATABASES[sis]} is not reachable")
+    yield

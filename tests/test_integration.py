@@ -23,34 +23,11 @@ import pytest
 from connector.datasets import DATASETS
 from connector.receiver import Receiver
 
-from .conftest import SHARED, TOKEN, Keys, connector_command, gpg_decrypt, require
+from .conftest import TOKEN, Keys, connector_command, gpg_decrypt
 from .sis_expectations import SIS
 
 pyodbc = pytest.importorskip("pyodbc")
-
-DRIVERS = {"rosariosis": "PostgreSQL Unicode", "opensis": "MariaDB Unicode"}
-DATABASES = {"rosariosis": "sis_rosariosis", "opensis": "sis_opensis"}
 YESTERDAY = b'"Student ID"\r\n"yesterday"\r\n'
-
-
-def _database_ready(sis: str) -> bool:
-    try:
-        with pyodbc.connect(SIS[sis]["connection"], timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM students").fetchone()[0] > 100
-    except pyodbc.Error:
-        return False
-
-
-@pytest.fixture(scope="session")
-def sis_loaded() -> Iterator[None]:
-    for sis, driver in DRIVERS.items():
-        require(driver in pyodbc.drivers(), f"ODBC driver {driver!r} is not installed")
-        if not _database_ready(sis):
-            loader = SHARED / "sis" / "load_all.sh"
-            require(loader.exists(), f"{loader} is missing: cannot load {sis}")
-            subprocess.run(["bash", str(loader), sis], check=True, capture_output=True)
-        require(_database_ready(sis), f"database {DATABASES[sis]} is not reachable")
-    yield
 
 
 def toml_value(value: Any) -> str:
@@ -184,7 +161,7 @@ def yesterday(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def mariadb_login(sis_loaded: None) -> Iterator[tuple[str, str]]:
     """A MariaDB user with a password, reachable over TCP, for the login tests."""
-    user, password = "connector_test", "Right;Pass{word}"
+    user, password = f"connector_test_{os.getpid()}", "Right;Pass{word}"
     root = SIS["opensis"]["connection"]
     with pyodbc.connect(root, autocommit=True) as conn:
         for host in ("localhost", "127.0.0.1"):
