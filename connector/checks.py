@@ -11,7 +11,7 @@ from .config import Job
 from .csvout import column_order, shape_batch
 from .database import ServerInfo, open_source
 from .datasets import DATASETS
-from .errors import ConnectorError
+from .errors import ConnectorError, ExportError
 from .pipeline import database_password, job_params, render_all, selected
 
 
@@ -46,7 +46,7 @@ def check_job(
     its data set so one bad template does not hide the others.
     """
     chosen = selected(job, names)
-    merged = job_params(job, params)
+    merged = job_params(job, params, chosen)
     password = database_password(job)
     checks: list[DataSetCheck] = []
     with open_source(job.source, password) as source:
@@ -62,6 +62,11 @@ def check_job(
                 close = getattr(batches, "close", None)
                 if close:
                     close()
+                if not first and name in ("students", "staff"):
+                    raise ExportError(
+                        f"data set {name}: the query returned no rows; check the "
+                        "template and its parameters (school year, dates)"
+                    )
                 issues: Counter[str] = Counter()
                 check.preview = shape_batch(DATASETS[name], order, first, issues)
                 noted = ", ".join(f"{k} {v}" for k, v in sorted(issues.items()))

@@ -68,18 +68,27 @@ def _setup_logging(verbose: bool) -> None:
     root.propagate = False
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log detail (never row values).")
     ] = False,
     version: Annotated[
-        bool, typer.Option("--version", help="Show the version and exit.")
+        bool,
+        typer.Option(
+            "--version",
+            help="Show the version and exit.",
+            is_eager=True,
+            callback=_show_version,
+        ),
     ] = False,
 ) -> None:
-    if version:
-        typer.echo(__version__)
-        raise typer.Exit()
     _setup_logging(verbose)
 
 
@@ -89,9 +98,9 @@ def _fail(exc: ConnectorError) -> typer.Exit:
 
 
 def _params(items: list[str] | None) -> dict[str, Any]:
-    from .templates import parse_param
+    from .templates import parse_params
 
-    return dict(parse_param(item) for item in items or [])
+    return parse_params(items or [])
 
 
 def _print_exports(results: list[Any]) -> None:
@@ -156,7 +165,7 @@ def test(
         f"driver: {outcome.server.driver} {outcome.server.driver_version}"
     )
     for check in outcome.datasets:
-        typer.echo(f"{check.name}: {check.verdict}")
+        typer.echo(f"{check.name}: {check.verdict}", err=not check.is_ok)
         if preview and check.preview:
             for row in check.preview:
                 typer.echo("  " + ",".join(f'"{v}"' for v in row))
@@ -199,22 +208,30 @@ def send(
     config: ConfigOption = Path("connector.toml"),
     files: Annotated[
         list[Path] | None,
-        typer.Argument(help="Exports to send; default: those in the output folder."),
+        typer.Argument(help="Exports to send; default: see below."),
     ] = None,
 ) -> None:
     """Compress, encrypt, upload and verify exports already written.
 
+    Without FILES: the exports a failed `connector run` left pending are sent and,
+    once verified, moved into the output folder; if nothing is pending, the
+    exports in the output folder are sent again.
+
     Example: connector send -c connector.toml
     """
     from .config import load_job
+    from .pipeline import pending_exports, send_pending
     from .pipeline import send as run_send
 
     try:
         job = load_job(config)
-        paths = [p.resolve() for p in files or []] or [
-            job.output_folder / job.export_name(name) for name in job.datasets
-        ]
-        receipts = run_send(job, paths)
+        if files:
+            receipts = run_send(job, [p.resolve() for p in files])
+        elif pending_exports(job):
+            receipts = send_pending(job).receipts
+        else:
+            paths = [job.output_folder / job.export_name(n) for n in job.datasets]
+            receipts = run_send(job, paths)
     except ConnectorError as exc:
         raise _fail(exc) from None
     for receipt in receipts:

@@ -98,12 +98,17 @@ class ExportWriter:
     def write_rows(self, rows: Iterable[tuple[str, ...]]) -> None:
         required = [i for i, c in enumerate(self.dataset.columns) if c.is_required]
         check_ids = self.dataset.name != "attendance"
-        issues = self.result.issues
         for row in rows:
             self.result.rows += 1
             for i in required:
                 if not row[i]:
-                    issues[f"{self.dataset.columns[i].name}:required_empty"] += 1
+                    column = self.dataset.columns[i]
+                    raise ExportError(
+                        f"data set {self.dataset.name}, row {self.result.rows}, "
+                        f"column {column.name}: required but empty after "
+                        f"cleaning ({column.kind} value NULL, blank or unusable); "
+                        "fix the source record or the template"
+                    )
             if check_ids:
                 key = row[0]
                 if key in self._ids:

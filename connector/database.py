@@ -9,6 +9,7 @@ explained in ``drivers.md``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Iterator
@@ -150,7 +151,9 @@ class OdbcSource:
                 "to list what is installed",
                 exit_code=2,
             )
-        if state in _AUTH_STATES or "password" in text.lower() or "denied" in text:
+        lowered = text.lower()
+        refused = ("password", "denied", "authentication failed", "role ")
+        if state in _AUTH_STATES or any(word in lowered for word in refused):
             return ConnectError(
                 f"{where} refused the login: {text}; check source.user and the "
                 "secret named by source.password_secret",
@@ -259,7 +262,8 @@ class OdbcSource:
                         return
                     yield [tuple(r) for r in rows]
             finally:
-                cursor.close()
+                with contextlib.suppress(pyodbc.Error):
+                    cursor.close()
 
         return columns, batches()
 
@@ -374,7 +378,8 @@ class SqlAlchemySource:
                     f"query from {query.template} failed: {text}"
                 ) from None
             finally:
-                result.close()
+                with contextlib.suppress(SQLAlchemyError):
+                    result.close()
 
         return columns, batches()
 

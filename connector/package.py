@@ -31,7 +31,7 @@ from typing import BinaryIO
 import pysequoia
 from pysequoia.packet import PacketPile, Tag
 
-from .errors import PackageError
+from .errors import ExitCode, PackageError
 
 __all__ = ["Payload", "load_recipient", "make_keypair", "package_export"]
 
@@ -63,21 +63,26 @@ def load_recipient(path: Path) -> pysequoia.Cert:
     if not path.is_file():
         raise PackageError(
             f"recipient certificate {path} does not exist; "
-            "set destination.recipient_cert to the receiver's public key file"
+            "set destination.recipient_cert to the receiver's public key file",
+            exit_code=ExitCode.USAGE,
         )
 
     try:
         cert = pysequoia.Cert.from_file(str(path))
     except Exception as exc:
+        # Sequoia's text can carry a whole Rust backtrace: keep its first line.
+        reason = (str(exc).strip().splitlines() or ["unreadable"])[0][:200]
         raise PackageError(
-            f"recipient certificate {path} is not an OpenPGP public key ({exc}); "
-            "ask the receiver for their public key in .asc or binary form"
-        ) from exc
+            f"recipient certificate {path} is not an OpenPGP public key ({reason}); "
+            "ask the receiver for their public key in .asc or binary form",
+            exit_code=ExitCode.USAGE,
+        ) from None
 
     if _has_secret_material(path):
         raise PackageError(
             f"recipient certificate {path} contains a secret key; "
-            "keep only the public certificate on this machine"
+            "keep only the public certificate on this machine",
+            exit_code=ExitCode.USAGE,
         )
     return cert
 

@@ -23,7 +23,7 @@ from .database import ServerInfo, open_source
 from .datasets import DATASETS
 from .errors import ConfigError, ConnectorError, ExportError
 from .secrets import get_secret
-from .templates import ParamStyle, Query, render_query
+from .templates import ParamStyle, Query, render_query, template_names
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,20 @@ class RunReport:
     receipts: list[Any] = field(default_factory=list)
 
 
-def job_params(job: Job, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def job_params(
+    job: Job, overrides: Mapping[str, Any] | None = None, names: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The config's [params] with ``--param`` overrides, each of which a template
+    among ``names`` must use: a misspelt override would silently widen the export.
+    """
+    if overrides:
+        used = set().union(*(template_names(job.template_path(n)) for n in names))
+        unused = sorted(set(overrides) - used)
+        if unused:
+            raise ConfigError(
+                f"--param {', '.join(unused)}: no template uses it; the templates "
+                f"use: {', '.join(sorted(used)) or 'nothing'}"
+            )
     params: dict[str, Any] = dict(job.settings.params)
     params.update(overrides or {})
     return params
@@ -90,7 +103,7 @@ def extract(
     """
     report = report if report is not None else RunReport()
     chosen = selected(job, names)
-    queries = render_all(job, chosen, job_params(job, params))
+    queries = render_all(job, chosen, job_params(job, params, chosen))
     password = database_password(job)
     target = folder or job.output_folder
     writers: list[ExportWriter] = []
@@ -122,11 +135,17 @@ def extract(
 
 def _fill(writer: ExportWriter, stream: tuple[list[str], Iterable[Any]]) -> None:
     columns, batches = stream
-    order = column_order(writer.dataset, columns)
-    for batch in batches:
-        writer.write_rows(
-            shape_batch(writer.dataset, order, batch, writer.result.issues)
-        )
+    try:
+        order = column_order(writer.dataset, columns)
+        for batch in batches:
+            writer.write_rows(
+                shape_batch(writer.dataset, order, batch, writer.result.issues)
+            )
+    finally:
+        # Close the cursor now, while its connection is still open.
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
 def _check_ids_apart(writers: list[ExportWriter]) -> None:
@@ -141,21 +160,23 @@ def _check_ids_apart(writers: list[ExportWriter]) -> None:
             )
 
 
-def send(
-    job: Job, exports: Iterable[Path], report: RunReport | None = None
-) -> list[Any]:
-    """Package, upload and verify each export; returns the receivers' receipts."""
-    from .package import package_export
-    from .upload import UploadTarget, upload_payload
+def upload_target(job: Job) -> Any:
+    """The destination with its token, and the recipient certificate checked.
 
-    report = report if report is not None else RunReport()
+    Called before any extract, so a missing secret or a bad certificate costs no
+    database time.
+    """
+    from .package import load_recipient
+    from .upload import UploadTarget
+
     destination = job.settings.destination
     if destination is None:
         raise ConfigError(f"{job.path}: [destination] is missing; nothing to send to")
     token = None
     if destination.token_secret:
         token = get_secret(destination.token_secret, folder=job.secrets_folder)
-    target = UploadTarget(
+    load_recipient(job.resolve(destination.recipient_cert))
+    return UploadTarget(
         url=destination.url,
         token=token,
         ca_file=job.destination_path(destination.ca_file),
@@ -163,7 +184,23 @@ def send(
         timeout=destination.timeout,
         backoff=destination.backoff,
     )
-    cert = job.resolve(destination.recipient_cert)
+
+
+def send(
+    job: Job,
+    exports: Iterable[Path],
+    report: RunReport | None = None,
+    *,
+    target: Any = None,
+) -> list[Any]:
+    """Package, upload and verify each export; returns the receivers' receipts."""
+    from .package import package_export
+    from .upload import upload_payload
+
+    report = report if report is not None else RunReport()
+    target = target if target is not None else upload_target(job)
+    assert job.settings.destination is not None
+    cert = job.resolve(job.settings.destination.recipient_cert)
     receipts = []
     for path in exports:
         if not path.is_file():
@@ -177,6 +214,27 @@ def send(
     return receipts
 
 
+def pending_exports(job: Job) -> list[Path]:
+    """Exports a failed ``run`` left unsent in the pending folder."""
+    folder = job.pending_folder
+    names = [job.export_name(name) for name in job.datasets]
+    return [folder / n for n in names if (folder / n).is_file()]
+
+
+def send_pending(job: Job, report: RunReport | None = None) -> RunReport:
+    """Send what a failed ``run`` left pending, then publish it to the output folder."""
+    report = report if report is not None else RunReport()
+    exports = pending_exports(job)
+    if not exports:
+        raise ExportError(
+            f"nothing is pending in {job.pending_folder}; run `connector run`, or "
+            "name the exports to send"
+        )
+    send(job, exports, report)
+    _publish(job, exports)
+    return report
+
+
 def run(
     job: Job,
     *,
@@ -185,26 +243,35 @@ def run(
 ) -> RunReport:
     """The nightly job: extract to the pending folder, send, then publish."""
     report = report if report is not None else RunReport()
-    if job.settings.destination is None:
-        raise ConfigError(f"{job.path}: [destination] is missing; `run` needs one")
+    target = upload_target(job)
     pending = job.pending_folder
     pending.mkdir(parents=True, exist_ok=True)
     results = extract(job, params=params, folder=pending, report=report)
     try:
-        send(job, [r.path for r in results], report)
+        send(job, [r.path for r in results], report, target=target)
     except ConnectorError as exc:
         raise type(exc)(
-            f"{exc} (today's exports are kept in {pending}; the files in "
-            f"{job.output_folder} are still the last ones sent)",
+            f"{exc} (today's exports are kept in {pending}; `connector send` sends "
+            f"them; the files in {job.output_folder} are still the last ones sent)",
             exit_code=exc.exit_code,
         ) from exc
 
+    published = _publish(job, [r.path for r in results])
+    for result, path in zip(results, published, strict=True):
+        result.path = path
+    return report
+
+
+def _publish(job: Job, exports: list[Path]) -> list[Path]:
+    """Move verified exports from the pending folder into the output folder."""
     output = job.output_folder
     output.mkdir(parents=True, exist_ok=True)
-    for result in results:
-        final = output / result.path.name
-        shutil.copyfile(result.path, final.with_name(f".{final.name}.publish"))
-        os.replace(final.with_name(f".{final.name}.publish"), final)
-        result.path.unlink()
-        result.path = final
-    return report
+    published = []
+    for path in exports:
+        final = output / path.name
+        staging = final.with_name(f".{final.name}.publish")
+        shutil.copyfile(path, staging)
+        os.replace(staging, final)
+        path.unlink()
+        published.append(final)
+    return published

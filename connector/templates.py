@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
+from jinja2 import meta
 
 from .errors import TemplateError
 
@@ -79,7 +80,35 @@ def parse_param(text: str) -> tuple[str, Any]:
         )
     if "," in raw:
         return name, [_typed(part.strip()) for part in raw.split(",") if part.strip()]
-    return name, _typed(raw.strip())
+    value = _typed(raw.strip())
+    if name.endswith("date") and not isinstance(value, dt.date):
+        raise TemplateError(
+            f"--param {name}={raw!r} is not a date; write it as YYYY-MM-DD, "
+            "for example 2025-08-04"
+        )
+    return name, value
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """Parse repeated ``--param`` options; a name given twice is an error."""
+    params: dict[str, Any] = {}
+    for item in items:
+        name, value = parse_param(item)
+        if name in params:
+            raise TemplateError(
+                f"--param {name} is given twice; give it once (a list is a,b,c)"
+            )
+        params[name] = value
+    return params
+
+
+def template_names(path: Path) -> set[str]:
+    """The names a template reads from its parameters."""
+    try:
+        source = path.read_text(encoding="utf-8")
+        return set(meta.find_undeclared_variables(jinja2.Environment().parse(source)))
+    except (OSError, UnicodeDecodeError, jinja2.TemplateError):
+        return set()  # render_query reports the problem with its details
 
 
 def _typed(raw: str) -> Any:
