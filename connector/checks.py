@@ -11,8 +11,14 @@ from .config import Job
 from .csvout import column_order, shape_batch
 from .database import ServerInfo, open_source
 from .datasets import DATASETS
-from .errors import ConnectorError, ExportError
-from .pipeline import database_password, job_params, render_all, selected
+from .errors import ConnectorError
+from .pipeline import (
+    check_not_empty,
+    database_password,
+    job_params,
+    render_all,
+    selected,
+)
 
 
 @dataclass
@@ -62,11 +68,7 @@ def check_job(
                 close = getattr(batches, "close", None)
                 if close:
                     close()
-                if not first and name in ("students", "staff"):
-                    raise ExportError(
-                        f"data set {name}: the query returned no rows; check the "
-                        "template and its parameters (school year, dates)"
-                    )
+                check_not_empty(job, name, len(first))
                 issues: Counter[str] = Counter()
                 check.preview = shape_batch(DATASETS[name], order, first, issues)
                 noted = ", ".join(f"{k} {v}" for k, v in sorted(issues.items()))

@@ -116,12 +116,7 @@ def extract(
                 _fill(writer, source.stream(queries[name], job.source.batch_size))
                 result = writer.finish()
                 log.info("data set %s: %d rows fetched", name, result.rows)
-                if result.rows == 0 and name in _MUST_HAVE_ROWS:
-                    raise ExportError(
-                        f"data set {name}: the query returned no rows; nothing was "
-                        f"written. Check the template {job.template_path(name)} and "
-                        "its parameters (school year, dates)"
-                    )
+                check_not_empty(job, name, result.rows)
         _check_ids_apart(writers)
     except BaseException:
         for writer in writers:
@@ -131,6 +126,16 @@ def extract(
     results = [writer.commit() for writer in writers]
     report.exports.extend(results)
     return results
+
+
+def check_not_empty(job: Job, name: str, rows: int) -> None:
+    """An empty students or staff result means something broke: stop."""
+    if rows == 0 and name in _MUST_HAVE_ROWS:
+        raise ExportError(
+            f"data set {name}: the query returned no rows; nothing was written. "
+            f"Check the template {job.template_path(name)} and its parameters "
+            "(school year, dates)"
+        )
 
 
 def _fill(writer: ExportWriter, stream: tuple[list[str], Iterable[Any]]) -> None:
