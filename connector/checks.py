@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -63,11 +64,9 @@ def check_job(
             try:
                 query = render_all(job, [name], merged)[name]
                 columns, batches = source.stream(query, rows)
-                order = column_order(DATASETS[name], columns)
-                first = next(iter(batches), [])
-                close = getattr(batches, "close", None)
-                if close:
-                    close()
+                with contextlib.closing(batches):
+                    order = column_order(DATASETS[name], columns)
+                    first = next(batches, [])
                 check_not_empty(job, name, len(first))
                 issues: Counter[str] = Counter()
                 check.preview = shape_batch(DATASETS[name], order, first, issues)

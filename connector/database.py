@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -24,6 +24,8 @@ from .templates import ParamStyle, Query
 log = logging.getLogger(__name__)
 
 Batch = list[tuple[Any, ...]]
+# A generator, so that a caller stopping early can close() it and its cursor.
+Batches = Generator[Batch, None, None]
 
 # SQLSTATE classes that mean "the login was refused": exit with the auth code.
 _AUTH_STATES = ("28000", "28P01")
@@ -45,9 +47,7 @@ class Source(Protocol):
 
     def describe(self) -> ServerInfo: ...
 
-    def stream(
-        self, query: Query, batch_size: int
-    ) -> tuple[list[str], Iterator[Batch]]: ...
+    def stream(self, query: Query, batch_size: int) -> tuple[list[str], Batches]: ...
 
     def close(self) -> None: ...
 
@@ -235,9 +235,7 @@ class OdbcSource:
     def describe(self) -> ServerInfo:
         return self._info
 
-    def stream(
-        self, query: Query, batch_size: int
-    ) -> tuple[list[str], Iterator[Batch]]:
+    def stream(self, query: Query, batch_size: int) -> tuple[list[str], Batches]:
         import pyodbc
 
         cursor = self._conn.cursor()
@@ -251,7 +249,7 @@ class OdbcSource:
             raise QueryError(f"{query.template}: the query returned no result set")
         columns = [str(d[0]).lower() for d in cursor.description]
 
-        def batches() -> Iterator[Batch]:
+        def batches() -> Batches:
             try:
                 while True:
                     try:
@@ -349,9 +347,7 @@ class SqlAlchemySource:
     def describe(self) -> ServerInfo:
         return self._info
 
-    def stream(
-        self, query: Query, batch_size: int
-    ) -> tuple[list[str], Iterator[Batch]]:
+    def stream(self, query: Query, batch_size: int) -> tuple[list[str], Batches]:
         import sqlalchemy as sa
         from sqlalchemy.exc import SQLAlchemyError
 
@@ -367,7 +363,7 @@ class SqlAlchemySource:
             ) from None
         columns = [str(k).lower() for k in result.keys()]
 
-        def batches() -> Iterator[Batch]:
+        def batches() -> Batches:
             try:
                 # An explicit size: without it partitions() loads every row first.
                 for part in result.partitions(batch_size):

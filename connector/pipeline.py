@@ -9,6 +9,7 @@ last exports the receiver confirmed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -19,7 +20,7 @@ from typing import Any
 
 from .config import Job
 from .csvout import ExportResult, ExportWriter, column_order, shape_batch
-from .database import ServerInfo, open_source
+from .database import Batches, ServerInfo, open_source
 from .datasets import DATASETS
 from .errors import ConfigError, ConnectorError, ExportError
 from .secrets import get_secret
@@ -138,19 +139,15 @@ def check_not_empty(job: Job, name: str, rows: int) -> None:
         )
 
 
-def _fill(writer: ExportWriter, stream: tuple[list[str], Iterable[Any]]) -> None:
+def _fill(writer: ExportWriter, stream: tuple[list[str], Batches]) -> None:
     columns, batches = stream
-    try:
+    # Close the cursor now, while its connection is still open.
+    with contextlib.closing(batches):
         order = column_order(writer.dataset, columns)
         for batch in batches:
             writer.write_rows(
                 shape_batch(writer.dataset, order, batch, writer.result.issues)
             )
-    finally:
-        # Close the cursor now, while its connection is still open.
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
 
 
 def _check_ids_apart(writers: list[ExportWriter]) -> None:
