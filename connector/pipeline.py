@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Job
 from .csvout import ExportResult, ExportWriter, column_order, shape_batch
@@ -25,6 +25,9 @@ from .datasets import DATASETS
 from .errors import ConfigError, ConnectorError, ExportError
 from .secrets import get_secret
 from .templates import ParamStyle, Query, render_query, template_names
+
+if TYPE_CHECKING:
+    from .upload import Receipt, UploadTarget
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ class RunReport:
 
     server: ServerInfo | None = None
     exports: list[ExportResult] = field(default_factory=list)
-    receipts: list[Any] = field(default_factory=list)
+    receipts: list[Receipt] = field(default_factory=list)
 
 
 def job_params(
@@ -162,7 +165,7 @@ def _check_ids_apart(writers: list[ExportWriter]) -> None:
             )
 
 
-def upload_target(job: Job) -> Any:
+def upload_target(job: Job) -> UploadTarget:
     """The destination with its token, and the recipient certificate checked.
 
     Called before any extract, so a missing secret or a bad certificate costs no
@@ -193,8 +196,8 @@ def send(
     exports: Iterable[Path],
     report: RunReport | None = None,
     *,
-    target: Any = None,
-) -> list[Any]:
+    target: UploadTarget | None = None,
+) -> list[Receipt]:
     """Package, upload and verify each export; returns the receivers' receipts."""
     from .package import package_export
     from .upload import upload_payload
