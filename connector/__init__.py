@@ -17,7 +17,8 @@ from .errors import (
     UploadError,
     VerificationError,
 )
-from .pipeline import RunReport, extract, run, send
+from .pipeline import extract, run, send
+from .report import RunReport
 from .templates import Query, render_query
 
 __all__ = [

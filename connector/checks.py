@@ -11,8 +11,8 @@ from typing import Any
 from .config import Job
 from .csvout import column_order, shape_batch
 from .database import ServerInfo, open_source
-from .datasets import DATASETS
 from .errors import ConnectorError
+from .fields import FIXES
 from .pipeline import (
     check_not_empty,
     database_password,
@@ -63,13 +63,17 @@ def check_job(
             checks.append(check)
             try:
                 query = render_all(job, [name], merged)[name]
+                dataset = job.dataset(name)
                 columns, batches = source.stream(query, rows)
                 with contextlib.closing(batches):
-                    order = column_order(DATASETS[name], columns)
+                    order = column_order(dataset, columns)
                     first = next(batches, [])
                 check_not_empty(job, name, len(first))
-                issues: Counter[str] = Counter()
-                check.preview = shape_batch(DATASETS[name], order, first, issues)
+                check.preview, changes = shape_batch(dataset, order, first, job.zone)
+                issues = Counter(
+                    f"{column}:{rule}{'' if rule in FIXES else ' (left empty)'}"
+                    for _, column, rule in changes
+                )
                 noted = ", ".join(f"{k} {v}" for k, v in sorted(issues.items()))
                 check.verdict = f"ok: columns match, {len(first)} row(s) fetched" + (
                     f"; cleaned: {noted}" if noted else ""

@@ -19,7 +19,8 @@ from .errors import ConnectorError, ExitCode
 EXIT_CODES = """Exit codes: 0 success; 1 failure; 2 usage or configuration error
 (config file, template, --param, unknown driver); 3 secret missing or login refused;
 4 receiver unreachable, try again later (the payload is kept); 5 the receiver holds
-other bytes than were sent."""
+other bytes than were sent; 6 the safety gate held the send (an empty export or
+too many rows gone; see the changes report, then --accept-change)."""
 
 app = typer.Typer(
     name="connector",
@@ -59,8 +60,20 @@ DatasetOption = Annotated[
 ]
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (tests swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("connector")
     root.handlers[:] = [handler]
@@ -103,14 +116,37 @@ def _params(items: list[str] | None) -> dict[str, Any]:
     return parse_params(items or [])
 
 
-def _print_exports(results: list[Any]) -> None:
-    for r in results:
-        typer.echo(f"{r.dataset}\t{r.rows} rows\t{r.size} bytes\t{r.path}")
-        if r.issues:
-            counts = ", ".join(f"{k}={v}" for k, v in sorted(r.issues.items()))
-            typer.echo(
-                f"warning: {r.dataset}: values cleaned or blanked: {counts}", err=True
-            )
+AcceptOption = Annotated[
+    bool,
+    typer.Option(
+        "--accept-change",
+        help="Send even if the safety gate holds it (after reading the changes "
+        "report).",
+    ),
+]
+
+
+def _print_report(report: Any, folder: Path | None = None) -> None:
+    """The run report's table on stdout; fixes and warnings summed up on stderr."""
+    if report.exports:
+        typer.echo(report.table())
+    for r in report.exports:
+        if r.written or r.rejected:
+            typer.echo(f"{r.dataset}: {r.path} ({r.size} bytes)")
+        if r.fixes:
+            counts = ", ".join(f"{k}={v}" for k, v in sorted(r.fixes.items()))
+            typer.echo(f"{r.dataset}: values fixed: {counts}", err=True)
+        for label, counter in (
+            ("left empty", r.warnings),
+            ("rows rejected", r.rejections),
+        ):
+            if counter:
+                counts = ", ".join(f"{k}={v}" for k, v in sorted(counter.items()))
+                typer.echo(f"warning: {r.dataset}: {label}: {counts}", err=True)
+    if folder is not None:
+        from .report import REPORT_NAME
+
+        typer.echo(f"report: {folder / REPORT_NAME}")
 
 
 @app.command()
@@ -192,15 +228,31 @@ def extract(
     """
     from .config import load_job
     from .pipeline import extract as run_extract
+    from .report import RunReport
 
+    report = RunReport(command="extract")
+    folder: Path | None = None
     try:
         job = load_job(config)
-        results = run_extract(
-            job, names=dataset, params=_params(param), folder=to and to.resolve()
+        folder = to.resolve() if to else job.output_folder
+        run_extract(
+            job, names=dataset, params=_params(param), folder=folder, report=report
         )
+        report.outcome = "extracted"
     except ConnectorError as exc:
+        report.outcome, report.error = "failed", str(exc)
+        _write_report(report, folder)
         raise _fail(exc) from None
-    _print_exports(results)
+    _write_report(report, folder)
+    _print_report(report, folder)
+
+
+def _write_report(report: Any, folder: Path | None) -> None:
+    if folder is not None:
+        try:
+            report.write(folder)
+        except OSError as exc:
+            typer.echo(f"warning: the run report was not written: {exc}", err=True)
 
 
 @app.command()
@@ -210,14 +262,16 @@ def send(
         list[Path] | None,
         typer.Argument(help="Exports to send; default: see below."),
     ] = None,
+    accept_change: AcceptOption = False,
 ) -> None:
     """Compress, encrypt, upload and verify exports already written.
 
-    Without FILES: the exports a failed `connector run` left pending are sent and,
-    once verified, moved into the output folder; if nothing is pending, the
-    exports in the output folder are sent again.
+    Without FILES: the exports a failed or held `connector run` left pending are
+    sent and, once verified, moved into the output folder; if nothing is pending,
+    the exports in the output folder are sent again. The safety gate checks each
+    export against the last verified send first (exit 6 when it holds).
 
-    Example: connector send -c connector.toml
+    Example: connector send -c connector.toml --accept-change
     """
     from .config import load_job
     from .pipeline import pending_exports, send_pending
@@ -226,12 +280,14 @@ def send(
     try:
         job = load_job(config)
         if files:
-            receipts = run_send(job, [p.resolve() for p in files])
+            receipts = run_send(
+                job, [p.resolve() for p in files], accept_change=accept_change
+            )
         elif pending_exports(job):
-            receipts = send_pending(job).receipts
+            receipts = send_pending(job, accept_change=accept_change).receipts
         else:
             paths = [job.output_folder / job.export_name(n) for n in job.datasets]
-            receipts = run_send(job, paths)
+            receipts = run_send(job, paths, accept_change=accept_change)
     except ConnectorError as exc:
         raise _fail(exc) from None
     for receipt in receipts:
@@ -249,22 +305,32 @@ def _receipt_line(receipt: Any) -> str:
 def run(
     config: ConfigOption = Path("connector.toml"),
     param: ParamOption = None,
+    accept_change: AcceptOption = False,
 ) -> None:
-    """The nightly job: extract every data set, then send and verify each export.
+    """The nightly job: extract every data set, gate, then send and verify each.
 
-    The output folder is updated only after every upload is verified.
+    Rows are validated and counted against COUNT(*) over each template; the safety
+    gate compares each export with the last verified send and holds an empty one
+    or one that lost too many rows (exit 6; the exports stay pending, see
+    DATASET-changes.json in the output folder). The output folder is updated only
+    after every upload is verified. The run report (a table here, run-report.json
+    in the output folder) counts what each data set went through.
 
     Example: connector run -c /etc/connector/connector.toml
     """
     from .config import load_job
     from .pipeline import run as run_job
+    from .report import RunReport
 
+    report = RunReport(command="run")
     try:
         job = load_job(config)
-        report = run_job(job, params=_params(param))
+        run_job(job, params=_params(param), report=report, accept_change=accept_change)
     except ConnectorError as exc:
+        if report.exports:
+            _print_report(report)
         raise _fail(exc) from None
-    _print_exports(report.exports)
+    _print_report(report, job.output_folder)
     for receipt in report.receipts:
         typer.echo(_receipt_line(receipt))
 
@@ -290,7 +356,7 @@ def demo(
         result = run_demo(folder.resolve(), students=students)
     except ConnectorError as exc:
         raise _fail(exc) from None
-    _print_exports(result.report.exports)
+    _print_report(result.report)
     for receipt in result.report.receipts:
         typer.echo(_receipt_line(receipt))
     typer.echo(f"config: {result.config}")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
+import zoneinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import (
@@ -24,7 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from .datasets import DATASETS
+from .csvout import RowPolicy
+from .datasets import DATASETS, ORDER, Column, DataSet, Kind, build
 from .errors import ConfigError
 
 _PASSWORD_IN_ODBC = re.compile(r"(^|;)\s*(PWD|PASSWORD)\s*=\s*[^;\s]", re.IGNORECASE)
@@ -47,6 +49,21 @@ class SourceSettings(_Strict):
     query_timeout: int = Field(default=600, ge=0)
     login_timeout: int = Field(default=30, ge=0)
     batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    time_zone: str | None = None
+    count_rows: bool = True
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"unknown time zone {value!r}; use an IANA name such as "
+                    "America/Chicago"
+                ) from None
+        return value
 
     @model_validator(mode="after")
     def _one_kind(self) -> SourceSettings:
@@ -75,12 +92,36 @@ class SourceSettings(_Strict):
         )
 
 
+class ColumnSettings(_Strict):
+    """An optional column added to a data set, written after the declared ones."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    header: str = Field(min_length=1, max_length=100, pattern=r"^[ -!#-~]+$")
+    kind: Literal["name", "phone", "extension", "date", "code", "email", "text"]
+    max_length: int = Field(default=255, ge=1, le=255)
+    required: bool = False
+    source: str | None = None
+
+    def column(self) -> Column:
+        kind = Kind(self.kind)
+        limit = 10 if kind is Kind.PHONE else self.max_length
+        return Column(self.name, self.header, kind, limit, self.required, self.source)
+
+
 class DataSetSettings(_Strict):
-    """One data set: the template that selects it and the file it is written to."""
+    """One data set: its template, its file and the rules its rows go through."""
 
     template: Path
     file: str | None = None
     enabled: bool = True
+    columns: list[ColumnSettings] = Field(default_factory=list)
+    periods: Literal["day", "event", "columns"] = "day"
+    period_columns: int = Field(default=8, ge=1, le=24)
+    on_row_error: Literal["drop", "fail"] = "drop"
+    max_rejected: float = Field(default=0.05, ge=0, le=1)
+    unknown_students: Literal["warn", "reject"] = "warn"
+    max_drop: float = Field(default=0.10, ge=0, le=1)
+    allow_empty: bool = False
 
     @field_validator("file")
     @classmethod
@@ -144,6 +185,13 @@ class Settings(_Strict):
             )
         if "students" not in value:
             raise ValueError("the students data set is required")
+        for name, settings in value.items():
+            try:
+                build(name, [c.column() for c in settings.columns])
+            except ValueError as exc:
+                raise ValueError(f"{name}.columns: {exc}") from None
+            if name != "attendance" and "periods" in settings.model_fields_set:
+                raise ValueError(f"{name}.periods: only attendance has periods")
         return value
 
 
@@ -164,7 +212,32 @@ class Job:
 
     @property
     def datasets(self) -> dict[str, DataSetSettings]:
-        return {k: v for k, v in self.settings.datasets.items() if v.enabled}
+        """The enabled data sets, students first, then staff, then attendance."""
+        given = self.settings.datasets
+        return {k: given[k] for k in ORDER if k in given and given[k].enabled}
+
+    def dataset(self, name: str) -> DataSet:
+        """The data set ``name`` with this job's added columns and periods shape."""
+        settings = self.settings.datasets[name]
+        return build(
+            name,
+            [c.column() for c in settings.columns],
+            periods=settings.periods,
+            period_columns=settings.period_columns,
+        )
+
+    def policy(self, name: str) -> RowPolicy:
+        settings = self.settings.datasets[name]
+        return RowPolicy(
+            on_row_error=settings.on_row_error,
+            max_rejected=settings.max_rejected,
+            unknown_students=settings.unknown_students,
+        )
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo | None:
+        name = self.source.time_zone
+        return None if name is None else zoneinfo.ZoneInfo(name)
 
     def template_path(self, name: str) -> Path:
         return self.resolve(self.settings.datasets[name].template)
@@ -198,6 +271,10 @@ class Job:
     @property
     def upload_log(self) -> Path:
         return self.state_folder / "uploads.jsonl"
+
+    @property
+    def state_store(self) -> Path:
+        return self.state_folder / "state.sqlite"
 
     def destination_path(self, value: Path | None) -> Path | None:
         return None if value is None else self.resolve(value)

@@ -1,9 +1,18 @@
-"""Write a data set as a strict CSV export.
+"""Clean, validate and write a data set as a strict CSV export.
 
-Every field in double quotes, CR LF after each record and nowhere else, ASCII only,
-the columns in the data set's declared order under its header. A file is written
-under a temporary name in its target folder and only renamed into place by
-``commit()``, so a failed run leaves yesterday's export as it was.
+Every field in double quotes, CR LF after each record and nowhere else, ASCII from
+the first byte (no BOM), the columns in the data set's declared order under its
+header. A file is written under a temporary name in its target folder and only
+renamed into place by ``commit()``, so a failed run leaves yesterday's export as it
+was.
+
+The writer also validates each row: a required field empty after cleaning, an ID
+that is too long or repeats an earlier row's, a staff ID equal to a student ID, an
+attendance row for a student missing from the students export. Such a row is
+rejected: the run fails at once, or drops the row and counts it, by the data set's
+``RowPolicy``. Every rejection and warning is kept as a ``RowNote`` (data set, row
+number, ID, column, rule) for the run report. A value that looks like a social
+security number stops the run whatever the policy.
 """
 
 from __future__ import annotations
@@ -14,35 +23,93 @@ import logging
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
+from zoneinfo import ZoneInfo
 
-from .datasets import DataSet
-from .errors import ExportError
-from .fields import clean_column
+from .datasets import DataSet, Kind
+from .errors import ConfigError, ExportError
+from .fields import FIXES, TimeZoneNeeded, clean_column, looks_like_ssn
 
 log = logging.getLogger(__name__)
+
+MAX_NOTES = 1000
+"""Row notes kept per data set for the run report; the counts are always whole."""
+
+REJECTIONS = {
+    "required_empty": "required but empty after cleaning",
+    "id_too_long": "the ID is longer than the column allows; IDs are never cut",
+    "duplicate_id": "repeats the ID of an earlier row",
+    "student_id_clash": "this staff ID equals a student ID",
+    "unknown_student": "no student with this ID in the students export",
+}
+
+
+@dataclass(frozen=True)
+class RowPolicy:
+    """What a row that breaks a rule does to the run (``[datasets.X]`` settings)."""
+
+    on_row_error: Literal["drop", "fail"] = "drop"
+    max_rejected: float = 0.05
+    unknown_students: Literal["warn", "reject"] = "warn"
+
+
+@dataclass(frozen=True)
+class RowNote:
+    """One rejected row or one value left empty, for the run report."""
+
+    row: int
+    id: str
+    column: str
+    rule: str
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "detail" or v}
 
 
 @dataclass
 class ExportResult:
-    """What one data set's export holds; counts only, never values."""
+    """What one data set's export holds; counts and hashes, never values."""
 
     dataset: str
     path: Path
-    rows: int = 0
+    fetched: int = 0
+    written: int = 0
+    rejected: int = 0
+    expected: int | None = None
     size: int = 0
     sha256: str = ""
-    issues: Counter[str] = field(default_factory=Counter)
+    fixes: Counter[str] = field(default_factory=Counter)
+    warnings: Counter[str] = field(default_factory=Counter)
+    rejections: Counter[str] = field(default_factory=Counter)
+    notes: list[RowNote] = field(default_factory=list)
+    notes_left_out: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.written
+
+    def note(self, note: RowNote) -> None:
+        if len(self.notes) < MAX_NOTES:
+            self.notes.append(note)
+        else:
+            self.notes_left_out += 1
 
 
-def column_order(dataset: DataSet, columns: Sequence[str]) -> list[int]:
-    """Positions of the data set's columns in a query's columns, or ``ExportError``."""
+def column_order(dataset: DataSet, columns: Sequence[str]) -> dict[str, int]:
+    """Where each of the data set's columns is in a query's result.
+
+    The query must return exactly the data set's selected columns; anything else
+    is an ``ExportError`` listing what is missing and what is not expected (a data
+    set never carries a column it does not declare).
+    """
     position = {name.lower(): i for i, name in enumerate(columns)}
-    missing = [c for c in dataset.column_names if c not in position]
-    extra = [c for c in columns if c.lower() not in dataset.column_names]
+    wanted = dataset.selected_names
+    missing = [c for c in wanted if c not in position]
+    extra = [c for c in columns if c.lower() not in wanted]
     if missing or extra or len(position) != len(columns):
         problems = []
         if missing:
@@ -54,36 +121,81 @@ def column_order(dataset: DataSet, columns: Sequence[str]) -> list[int]:
         raise ExportError(
             f"data set {dataset.name}: the query's columns do not match "
             f"({'; '.join(problems)}); it must select exactly "
-            f"{', '.join(dataset.column_names)}"
+            f"{', '.join(wanted)}"
         )
-    return [position[c] for c in dataset.column_names]
+    return {c: position[c] for c in wanted}
 
 
 def shape_batch(
     dataset: DataSet,
-    order: Sequence[int],
+    order: Mapping[str, int],
     batch: Sequence[Sequence[Any]],
-    issues: Counter[str],
-) -> list[tuple[str, ...]]:
-    """Clean a batch column by column and return it as rows in declared order."""
+    zone: ZoneInfo | None = None,
+) -> tuple[list[tuple[str, ...]], list[tuple[int, str, str]]]:
+    """Clean a batch column by column.
+
+    Returns the rows in declared order, and ``(index, column, rule)`` for every
+    fix or warning. A phone equal to an earlier phone of the same row is left
+    empty with a warning (the same contact twice).
+    """
     if not batch:
-        return []
+        return [], []
     by_column = list(zip(*batch, strict=True))
-    cleaned = [
-        clean_column(by_column[i], column, issues)
-        for i, column in zip(order, dataset.columns, strict=True)
-    ]
-    return list(zip(*cleaned, strict=True))
+    cleaned: list[list[str]] = []
+    notes: list[tuple[int, str, str]] = []
+    for column in dataset.columns:
+        values = by_column[order[column.source or column.name]]
+        try:
+            texts, changes = clean_column(values, column, zone)
+        except TimeZoneNeeded:
+            raise ConfigError(
+                f"data set {dataset.name}, column {column.name}: the database "
+                "returned a timestamp with a time zone; set source.time_zone to "
+                "the school's zone (for example America/Chicago) so its date is "
+                "the school's date"
+            ) from None
+        cleaned.append(texts)
+        notes.extend((i, column.name, rule) for i, rule in changes)
+    phones = [i for i, c in enumerate(dataset.columns) if c.kind is Kind.PHONE]
+    for later_n, later in enumerate(phones[1:], start=1):
+        earlier = [cleaned[i] for i in phones[:later_n]]
+        phone_values = cleaned[later]
+        for row, value in enumerate(phone_values):
+            if value and any(e[row] == value for e in earlier):
+                phone_values[row] = ""
+                notes.append((row, dataset.columns[later].name, "phone_duplicate"))
+    return list(zip(*cleaned, strict=True)), notes
 
 
 class ExportWriter:
-    """Write one export to a temporary file; ``commit()`` renames it into place."""
+    """Write one export to a temporary file; ``commit()`` renames it into place.
 
-    def __init__(self, dataset: DataSet, path: Path) -> None:
+    ``student_ids`` (for attendance) are the IDs of the students export, checked
+    per ``policy.unknown_students``; ``clashing_ids`` (for staff) are IDs no row
+    may have. ``None`` skips the check.
+    """
+
+    def __init__(
+        self,
+        dataset: DataSet,
+        path: Path,
+        *,
+        policy: RowPolicy | None = None,
+        zone: ZoneInfo | None = None,
+        student_ids: Mapping[str, int] | None = None,
+        clashing_ids: Mapping[str, int] | None = None,
+    ) -> None:
         self.dataset = dataset
         self.path = path
+        self.policy = policy or RowPolicy()
+        self.zone = zone
         self.result = ExportResult(dataset=dataset.name, path=path)
-        self._ids: set[str] = set()
+        self._student_ids = student_ids
+        self._clashing_ids = clashing_ids
+        self._ids: dict[str, int] = {}
+        self._required = [i for i, c in enumerate(dataset.columns) if c.is_required]
+        self._id_limit = dataset.id_column.max_length
+        self._ssn_columns = list(enumerate(dataset.columns))
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
             prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
@@ -95,44 +207,125 @@ class ExportWriter:
         )
         self._writer.writerow(dataset.headers)
 
-    def write_rows(self, rows: Iterable[tuple[str, ...]]) -> None:
-        required = [i for i, c in enumerate(self.dataset.columns) if c.is_required]
-        check_ids = self.dataset.name != "attendance"
-        for row in rows:
-            self.result.rows += 1
-            for i in required:
-                if not row[i]:
-                    column = self.dataset.columns[i]
-                    raise ExportError(
-                        f"data set {self.dataset.name}, row {self.result.rows}, "
-                        f"column {column.name}: required but empty after "
-                        f"cleaning ({column.kind} value NULL, blank or unusable); "
-                        "fix the source record or the template"
-                    )
-            if check_ids:
-                key = row[0]
-                if key in self._ids:
-                    raise ExportError(
-                        f"data set {self.dataset.name}, row {self.result.rows}: "
-                        f"{self.dataset.id_column.name} repeats an earlier row's ID; "
-                        "IDs must be unique, fix the template so each record "
-                        "appears once"
-                    )
-                self._ids.add(key)
-            try:
-                self._writer.writerow(row)
-            except UnicodeEncodeError:
-                raise ExportError(
-                    f"data set {self.dataset.name}, row {self.result.rows}: a value "
-                    "is not ASCII after cleaning (a bug: please report it)"
-                ) from None
-
     @property
-    def ids(self) -> set[str]:
+    def ids(self) -> Mapping[str, int]:
+        """The IDs written so far, each with its row number."""
         return self._ids
 
+    def write_batch(
+        self, order: Mapping[str, int], batch: Sequence[Sequence[Any]]
+    ) -> None:
+        """Clean, validate and write one batch of raw rows from the query."""
+        rows, changes = shape_batch(self.dataset, order, batch, self.zone)
+        first = self.result.fetched + 1
+        self.result.fetched += len(rows)
+        by_row: dict[int, list[tuple[str, str]]] = {}
+        for i, column, rule in changes:
+            by_row.setdefault(i, []).append((column, rule))
+        for i, row in enumerate(rows):
+            self._write(first + i, row, by_row.get(i, ()))
+
+    def write_rows(self, rows: Iterable[tuple[str, ...]]) -> None:
+        """Validate and write rows that are already clean (for tests and tools)."""
+        for row in rows:
+            self.result.fetched += 1
+            self._write(self.result.fetched, row, ())
+
+    def _write(
+        self, number: int, row: tuple[str, ...], changes: Iterable[tuple[str, str]]
+    ) -> None:
+        result = self.result
+        key = row[0]
+        causes: dict[str, str] = {}
+        for column, rule in changes:
+            if rule in FIXES:
+                result.fixes[f"{column}:{rule}"] += 1
+            else:
+                result.warnings[f"{column}:{rule}"] += 1
+                causes[column] = rule
+                result.note(RowNote(number, key, column, rule))
+        self._check_ssn(number, row)
+        problem = self._problem(number, row, causes)
+        if problem is None:
+            if self.dataset.unique_ids:
+                self._ids[key] = number
+            self._writer.writerow(row)
+            result.written += 1
+            return
+        column, rule, detail = problem
+        if rule == "unknown_student" and self.policy.unknown_students == "warn":
+            result.warnings[f"{column}:{rule}"] += 1
+            result.note(RowNote(number, key, column, rule))
+            self._writer.writerow(row)
+            result.written += 1
+            return
+        result.rejected += 1
+        result.rejections[f"{column}:{rule}"] += 1
+        result.note(RowNote(number, key, column, rule, detail))
+        if self.policy.on_row_error == "fail":
+            raise ExportError(
+                f"data set {self.dataset.name}, row {number} (ID {key or 'empty'}), "
+                f"column {column}: {REJECTIONS[rule]}{detail and f' ({detail})'}; "
+                "fix the source record or the template, or set "
+                f'datasets.{self.dataset.name}.on_row_error = "drop"'
+            )
+
+    def _problem(
+        self, number: int, row: tuple[str, ...], causes: Mapping[str, str]
+    ) -> tuple[str, str, str] | None:
+        columns = self.dataset.columns
+        for i in self._required:
+            if not row[i]:
+                name = columns[i].name
+                cause = causes.get(name)
+                return name, "required_empty", f"value {cause}" if cause else ""
+        key = row[0]
+        id_name = columns[0].name
+        if len(key) > self._id_limit:
+            return id_name, "id_too_long", f"limit {self._id_limit}"
+        if self.dataset.unique_ids and key in self._ids:
+            return id_name, "duplicate_id", f"first in row {self._ids[key]}"
+        if self._clashing_ids is not None and key in self._clashing_ids:
+            row_no = self._clashing_ids[key]
+            return id_name, "student_id_clash", f"students export row {row_no}"
+        if self._student_ids is not None and key not in self._student_ids:
+            return id_name, "unknown_student", ""
+        return None
+
+    def _check_ssn(self, number: int, row: tuple[str, ...]) -> None:
+        for i, column in self._ssn_columns:
+            if column.kind is Kind.PHONE or not row[i]:
+                continue
+            if looks_like_ssn(row[i], column.kind):
+                raise ExportError(
+                    f"data set {self.dataset.name}, row {number} (ID {row[0]}), "
+                    f"column {column.name}: a value looks like a US social "
+                    "security number; nothing was written or sent. Remove it "
+                    "from the source or the template"
+                )
+
     def finish(self) -> ExportResult:
-        """Flush and hash the temporary file; the target is not touched yet."""
+        """Check the rejection share, flush and hash the temporary file.
+
+        The target is not touched yet.
+        """
+        result = self.result
+        if result.rejected and result.rejected > self.policy.max_rejected * max(
+            result.fetched, 1
+        ):
+            first = next((n for n in result.notes if n.rule in REJECTIONS), None)
+            where = (
+                f"; the first is row {first.row} (ID {first.id or 'empty'}), "
+                f"column {first.column}: {REJECTIONS[first.rule]}"
+                if first
+                else ""
+            )
+            raise ExportError(
+                f"data set {self.dataset.name}: {result.rejected} of "
+                f"{result.fetched} rows broke a rule, more than "
+                f"datasets.{self.dataset.name}.max_rejected "
+                f"({self.policy.max_rejected:.0%}){where}. See the run report"
+            )
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -140,16 +333,16 @@ class ExportWriter:
         with self._tmp.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
-        self.result.size = self._tmp.stat().st_size
-        self.result.sha256 = digest.hexdigest()
-        return self.result
+        result.size = self._tmp.stat().st_size
+        result.sha256 = digest.hexdigest()
+        return result
 
     def commit(self) -> ExportResult:
         os.replace(self._tmp, self.path)
         log.info(
             "export %s written: %d rows, %d bytes, sha256 %s",
             self.path.name,
-            self.result.rows,
+            self.result.written,
             self.result.size,
             self.result.sha256[:16],
         )

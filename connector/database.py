@@ -49,6 +49,8 @@ class Source(Protocol):
 
     def stream(self, query: Query, batch_size: int) -> tuple[list[str], Batches]: ...
 
+    def count(self, query: Query) -> int: ...
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Source: ...
@@ -76,6 +78,12 @@ def _scrub(text: str, secret: str | None) -> str:
     return " ".join(text.split())
 
 
+def count_sql(sql: str) -> str:
+    """The query wrapped to count its rows (a trailing ``;`` would break it)."""
+    body = sql.rstrip().rstrip(";").rstrip()
+    return f"SELECT COUNT(*) FROM (\n{body}\n) connector_count"
+
+
 def odbc_quote(value: str) -> str:
     """Quote an ODBC attribute value so that ``;``, ``{`` and ``}`` are safe."""
     return "{" + value.replace("}", "}}") + "}"
@@ -100,8 +108,10 @@ class OdbcSource:
             raise self._connect_error(exc, driver) from None
 
         self._info = self._read_info()
+        self._set_snapshot()
         self._set_decoding()
         self._set_query_timeout(settings.query_timeout)
+        self._set_time_zone(settings.time_zone)
         log.info(
             "connected to %s %s through %s %s",
             self._info.dbms,
@@ -201,6 +211,47 @@ class OdbcSource:
             self._conn.setdecoding(pyodbc.SQL_WCHAR, encoding="utf-16le")
             self._conn.setencoding(encoding="utf-8")
 
+    def _set_snapshot(self) -> None:
+        """Repeatable read, so the row count and the fetch see the same rows."""
+        import pyodbc
+
+        try:
+            self._conn.set_attr(
+                pyodbc.SQL_ATTR_TXN_ISOLATION, pyodbc.SQL_TXN_REPEATABLE_READ
+            )
+        except pyodbc.Error as exc:
+            log.info(
+                "driver %s keeps its own isolation level (%s)",
+                self._info.driver,
+                _scrub(str(exc), self._password),
+            )
+
+    def _set_time_zone(self, zone: str | None) -> None:
+        """Make the session's time zone the school's, for timestamp-with-zone types.
+
+        ``zone`` was checked against the IANA database when the config was read.
+        """
+        import pyodbc
+
+        if zone is None:
+            return
+        dbms = self._info.dbms.lower()
+        if "postgres" in dbms:
+            statement = f"SET TIME ZONE '{zone}'"
+        elif "mariadb" in dbms or "mysql" in dbms:
+            statement = f"SET time_zone = '{zone}'"
+        else:
+            return
+        try:
+            self._conn.execute(statement).close()
+        except pyodbc.Error:
+            log.warning(
+                "the server does not know time zone %s (MariaDB and MySQL need their "
+                "time zone tables: mysql_tzinfo_to_sql); its TIMESTAMP columns stay "
+                "in the server's zone",
+                zone,
+            )
+
     def _set_query_timeout(self, seconds: int) -> None:
         """ODBC's query timeout where the driver has it, else the server's own."""
         import pyodbc
@@ -265,6 +316,17 @@ class OdbcSource:
 
         return columns, batches()
 
+    def count(self, query: Query) -> int:
+        """``COUNT(*)`` over the query, in the same transaction as the fetch."""
+        import pyodbc
+
+        try:
+            with contextlib.closing(self._conn.cursor()) as cursor:
+                row = cursor.execute(count_sql(query.sql), query.params).fetchone()
+        except pyodbc.Error as exc:
+            raise _query_error(query, exc, self._password) from None
+        return int(row[0])
+
     def close(self) -> None:
         import pyodbc
 
@@ -316,8 +378,14 @@ class SqlAlchemySource:
         if url.get_backend_name() == "postgresql" and settings.query_timeout:
             ms = settings.query_timeout * 1000
             connect_args["options"] = f"-c statement_timeout={ms}"
+        options: dict[str, Any] = {}
+        if url.get_backend_name() in ("postgresql", "mysql", "mariadb"):
+            # The row count and the fetch must see the same rows.
+            options["isolation_level"] = "REPEATABLE READ"
         try:
-            self._engine = sa.create_engine(url, connect_args=connect_args)
+            self._engine = sa.create_engine(
+                url, connect_args=connect_args, execution_options=options
+            )
             self._conn = self._engine.connect()
         except NoSuchModuleError as exc:
             raise ConfigError(
@@ -378,6 +446,22 @@ class SqlAlchemySource:
                     result.close()
 
         return columns, batches()
+
+    def count(self, query: Query) -> int:
+        """``COUNT(*)`` over the query, in the same transaction as the fetch."""
+        import sqlalchemy as sa
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            value = self._conn.execute(
+                sa.text(count_sql(query.sql)), query.params
+            ).scalar_one()
+        except SQLAlchemyError as exc:
+            text = _scrub(str(getattr(exc, "orig", exc)), self._password)
+            raise QueryError(
+                f"counting the rows of {query.template} failed: {text}"
+            ) from None
+        return int(value)
 
     def close(self) -> None:
         self._conn.close()

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from .config import load_job
 from .package import make_keypair
-from .pipeline import RunReport, run
+from .pipeline import run
 from .receiver import Receiver
+from .report import RunReport
 from .sample import build_sample_sis
 
 _QUERIES = Path(__file__).parent / "demo_queries"

@@ -10,8 +10,9 @@ The tree::
     ├── QueryError                 exit 1: the database refused or broke a query
     ├── ExportError                exit 1: a row or file could not be written
     ├── PackageError               exit 1: compressing or encrypting failed
-    └── UploadError                exit 4: the receiver could not be reached in time
-        └── VerificationError      exit 5: the receiver holds other bytes than we sent
+    ├── UploadError                exit 4: the receiver could not be reached in time
+    │   └── VerificationError      exit 5: the receiver holds other bytes than we sent
+    └── HeldError                  exit 6: the safety gate held the send
 
 The library raises these and never prints or exits; ``connector.cli`` turns them into
 one line on stderr and the exit code.
@@ -29,6 +30,7 @@ class ExitCode:
     SECRETS_OR_AUTH = 3
     RETRY_LATER = 4
     VERIFICATION_FAILED = 5
+    HELD = 6
 
 
 class ConnectorError(Exception):
@@ -87,3 +89,9 @@ class VerificationError(UploadError):
     """The receiver stored something other than what was sent."""
 
     exit_code = ExitCode.VERIFICATION_FAILED
+
+
+class HeldError(ConnectorError):
+    """The safety gate held a send: an empty export or too many rows gone."""
+
+    exit_code = ExitCode.HELD

@@ -1,19 +1,23 @@
 """Turn raw database values into the ASCII text the receiver accepts.
 
-Cleaning works a column at a time on a batch (``clean_column``), so a columnar engine
-can take over a whole step later. Each fix or rejection is counted under a short rule
-name in a ``Counter`` that ends up in the run report; values themselves are never
-logged.
+Every rule lives here, one cleaner per column kind. Cleaning works a column at a
+time on a batch (``clean_column``), and each cleaner returns the text together with
+the names of the rules that changed it. A rule is either a *fix* (the value was
+changed and kept: transliterated, phone punctuation stripped, cut to length) or a
+*warning* (the value could not be used and was left empty). Rules that reject a
+whole row (required field empty, duplicate ID) are the writer's, in ``csvout``.
+Values themselves are never logged.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections import Counter
+import unicodedata
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 from anyascii import anyascii
@@ -28,26 +32,60 @@ _EXTENSION = re.compile(
     r"\s*(?:;\s*ext\s*=|ext\.?|extension|x|#)\s*(\d*)\s*$", re.IGNORECASE
 )
 _NOTE = re.compile(r"\s*\([A-Za-z .]*\)\s*$")
-_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[ T].*)?$")
+_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 _EMAIL = re.compile(r"^[^@\s\"]+@[^@\s\"]+\.[A-Za-z]{2,}$")
+_PHONE_CHARS = re.compile(r"^[0-9 ()+.\-/]*$")
 
-Issues = Counter[str]
-Cleaner = Callable[[Any, Column, Issues], str]
+FIXES = frozenset(
+    {
+        "transliterated",  # non-ASCII text turned into ASCII
+        "spaces",  # line breaks, tabs, control characters or runs of spaces
+        "characters_removed",  # a name held characters other than letters ' - .
+        "truncated",  # cut to the column's length
+        "phone_stripped",  # punctuation, a country code 1 or an extension removed
+        "extension_moved",  # a phone's extension went to its extension column
+        "time_zone",  # a timestamp was turned into the school's time zone first
+    }
+)
+WARNINGS = frozenset(
+    {
+        "phone_letters",
+        "phone_not_ascii",
+        "phone_not_us",
+        "phone_invalid",
+        "phone_duplicate",  # equal to an earlier phone of the same row
+        "email_invalid",
+        "too_long",
+        "date_invalid",
+    }
+)
+NO_RULES: tuple[str, ...] = ()
+
+Cleaned = tuple[str, tuple[str, ...]]
+Cleaner = Callable[[Any], Cleaned]
 
 
 def clean_text(value: Any) -> str:
     """Any value as one line of trimmed ASCII text; NULL becomes ``""``."""
+    return _text(value)[0]
+
+
+def _text(value: Any) -> Cleaned:
     if value is None:
-        return ""
+        return "", NO_RULES
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
     text = value if isinstance(value, str) else _plain(value)
-    text = _BREAKS.sub(" ", text)
-    text = _CONTROL.sub("", text)
+    rules: tuple[str, ...] = NO_RULES
     if not text.isascii():
         text = anyascii(text)
-        text = _CONTROL.sub("", text)
-    return _SPACES.sub(" ", text.strip())
+        rules = ("transliterated",)
+    if not text.isprintable() or "  " in text or text != text.strip():
+        tidy = _SPACES.sub(" ", _CONTROL.sub("", _BREAKS.sub(" ", text)).strip())
+        if tidy != text.strip() or _CONTROL.search(text):
+            rules = (*rules, "spaces")
+        text = tidy
+    return text, rules
 
 
 def _plain(value: Any) -> str:
@@ -61,118 +99,238 @@ def _plain(value: Any) -> str:
             if value == value.to_integral()
             else str(value)
         )
-    if isinstance(value, dt.datetime | dt.date):
+    if isinstance(value, dt.date):
         return format_date(value)
     return str(value)
 
 
 def format_date(value: dt.date) -> str:
-    """mm/dd/yyyy; a timestamp gives its own calendar date."""
+    """mm/dd/yyyy. A naive timestamp gives its own calendar date."""
     if isinstance(value, dt.datetime):
         value = value.date()
     return f"{value.month:02d}/{value.day:02d}/{value.year:04d}"
 
 
-def clean_phone(value: Any) -> tuple[str, str | None]:
-    """Exactly 10 digits, or ``""`` and the rule that rejected the value.
+def split_phone(value: Any) -> tuple[str, str, str | None]:
+    """``(digits, extension, problem)``: exactly 10 digits or ``""``.
 
-    A leading country code 1 and an extension are removed; letters, digits outside
-    ASCII, other countries and impossible numbers are never guessed at.
+    A leading country code 1, punctuation, a trailing note such as ``(cell)`` and an
+    extension (``ext. 12``, ``x12``, ``#4``, ``;ext=7``) are removed. Letters,
+    digits outside ASCII, other countries and impossible numbers are never guessed
+    at: the digits are ``""`` and ``problem`` names the rule.
     """
     if value is None:
-        return "", None
+        return "", "", None
     raw = str(value).strip()
     if raw == "":
-        return "", None
+        return "", "", None
     if not raw.isascii():
-        return "", "phone_not_ascii"
+        return "", "", "phone_not_ascii"
     raw = _NOTE.sub("", raw)
-    raw = _EXTENSION.sub("", raw)
+    extension = ""
+    match = _EXTENSION.search(raw)
+    if match:
+        extension = match.group(1)
+        raw = raw[: match.start()]
     if re.search(r"[A-Za-z]", raw):
-        return "", "phone_letters"
+        return "", "", "phone_letters"
+    if not _PHONE_CHARS.match(raw):
+        return "", "", "phone_invalid"
     try:
         number = phonenumbers.parse(raw, "US")
     except phonenumbers.NumberParseException:
-        return "", "phone_invalid"
-    national = str(number.national_number)
+        return "", "", "phone_invalid"
     if number.country_code != 1:
-        return "", "phone_not_nanp"
+        return "", "", "phone_not_us"
+    national = f"{number.national_number:010d}"
     if len(national) != 10 or not phonenumbers.is_valid_number(number):
-        return "", "phone_invalid"
-    return national, None
+        return "", "", "phone_invalid"
+    return national, extension, None
 
 
-def _clean_id(value: Any, column: Column, issues: Issues) -> str:
-    text = clean_text(value)
-    if len(text) > column.max_length:
-        issues[f"{column.name}:too_long"] += 1
-    return text
+def clean_phone(value: Any) -> tuple[str, str | None]:
+    """Exactly 10 digits, or ``""`` and the rule that rejected the value."""
+    digits, _, problem = split_phone(value)
+    return digits, problem
 
 
-def _clean_name(value: Any, column: Column, issues: Issues) -> str:
-    text = clean_text(value)
-    kept = _SPACES.sub(" ", _NOT_NAME.sub("", text)).strip()
-    if kept != text:
-        issues[f"{column.name}:characters_removed"] += 1
-    if len(kept) > column.max_length:
-        issues[f"{column.name}:truncated"] += 1
-        kept = kept[: column.max_length].rstrip()
-    return kept
+def _id(column: Column) -> Cleaner:
+    def clean(value: Any) -> Cleaned:
+        return _text(value)
+
+    return clean
 
 
-def _clean_phone(value: Any, column: Column, issues: Issues) -> str:
-    digits, problem = clean_phone(value)
-    if problem:
-        issues[f"{column.name}:{problem}"] += 1
-    return digits
+def _name(column: Column) -> Cleaner:
+    limit = column.max_length
+
+    def clean(value: Any) -> Cleaned:
+        dropped = False
+        if isinstance(value, str) and not value.isascii():
+            # Symbols and emoji have no place in a name: drop them rather than
+            # let transliteration spell them out (":grinning:").
+            letters = "".join(
+                ch for ch in value if unicodedata.category(ch)[0] in "LMNPZ"
+            )
+            dropped, value = letters != value, letters
+        text, rules = _text(value)
+        kept = _NOT_NAME.sub("", text)
+        if kept != text or dropped:
+            kept = _SPACES.sub(" ", kept).strip()
+            rules = (*rules, "characters_removed")
+        if len(kept) > limit:
+            kept = kept[:limit].rstrip()
+            rules = (*rules, "truncated")
+        return kept, rules
+
+    return clean
 
 
-def _clean_date(value: Any, column: Column, issues: Issues) -> str:
-    if value is None or value == "":
-        return ""
-    if isinstance(value, dt.date):
-        return format_date(value)
-    match = _ISO_DATE.match(str(value).strip())
-    if match:
-        try:
-            return format_date(dt.date(*(int(g) for g in match.groups())))
-        except ValueError:
-            pass
-    issues[f"{column.name}:date_invalid"] += 1
-    return ""
+def _phone(column: Column) -> Cleaner:
+    def clean(value: Any) -> Cleaned:
+        digits, _, problem = split_phone(value)
+        if problem:
+            return "", (problem,)
+        if digits and digits != str(value):
+            return digits, ("phone_stripped",)
+        return digits, NO_RULES
+
+    return clean
 
 
-def _clean_email(value: Any, column: Column, issues: Issues) -> str:
-    text = clean_text(value)
-    if not text:
-        return ""
-    if not _EMAIL.match(text) or len(text) > column.max_length:
-        issues[f"{column.name}:email_invalid"] += 1
-        return ""
-    return text
+def _extension(column: Column) -> Cleaner:
+    limit = column.max_length
+
+    def clean(value: Any) -> Cleaned:
+        digits, extension, _ = split_phone(value)
+        if not digits or not extension:
+            return "", NO_RULES
+        if len(extension) > limit:
+            return "", ("too_long",)
+        return extension, ("extension_moved",)
+
+    return clean
 
 
-def _clean_plain(value: Any, column: Column, issues: Issues) -> str:
-    text = clean_text(value)
-    if len(text) > column.max_length:
-        issues[f"{column.name}:truncated"] += 1
-        text = text[: column.max_length].rstrip()
-    return text
+def _date(column: Column, zone: ZoneInfo | None) -> Cleaner:
+    def clean(value: Any) -> Cleaned:
+        if value is None or value == "":
+            return "", NO_RULES
+        if isinstance(value, str):
+            text = value.strip()
+            match = _ISO_DATE.match(text)
+            if match:
+                try:
+                    return format_date(dt.date(*(int(g) for g in match.groups()))), ()
+                except ValueError:
+                    return "", ("date_invalid",)
+            try:
+                value = dt.datetime.fromisoformat(text)
+            except ValueError:
+                return "", ("date_invalid",)
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            if zone is None:
+                raise TimeZoneNeeded(column.name)
+            return format_date(value.astimezone(zone)), ("time_zone",)
+        if isinstance(value, dt.date):
+            return format_date(value), NO_RULES
+        return "", ("date_invalid",)
+
+    return clean
 
 
-_CLEANERS: dict[Kind, Cleaner] = {
-    Kind.ID: _clean_id,
-    Kind.NAME: _clean_name,
-    Kind.PHONE: _clean_phone,
-    Kind.DATE: _clean_date,
-    Kind.EMAIL: _clean_email,
-    Kind.CODE: _clean_plain,
-    Kind.TEXT: _clean_plain,
-    Kind.NUMBER: _clean_plain,
-}
+def _email(column: Column) -> Cleaner:
+    limit = column.max_length
+
+    def clean(value: Any) -> Cleaned:
+        text, rules = _text(value)
+        if not text:
+            return "", NO_RULES
+        if len(text) > limit:
+            return "", ("too_long",)
+        if not _EMAIL.match(text):
+            return "", ("email_invalid",)
+        return text, rules
+
+    return clean
 
 
-def clean_column(values: Sequence[Any], column: Column, issues: Issues) -> list[str]:
-    """Clean one column of a batch by the rules of its kind."""
-    cleaner = _CLEANERS[column.kind]
-    return [cleaner(v, column, issues) for v in values]
+def _code(column: Column) -> Cleaner:
+    limit = column.max_length
+
+    def clean(value: Any) -> Cleaned:
+        text, rules = _text(value)
+        if len(text) > limit:
+            return "", ("too_long",)
+        return text, rules
+
+    return clean
+
+
+def _plain_text(column: Column) -> Cleaner:
+    limit = column.max_length
+
+    def clean(value: Any) -> Cleaned:
+        text, rules = _text(value)
+        if len(text) > limit:
+            return text[:limit].rstrip(), (*rules, "truncated")
+        return text, rules
+
+    return clean
+
+
+class TimeZoneNeeded(Exception):
+    """A timestamp with a time zone arrived and no school time zone is set."""
+
+    def __init__(self, column: str) -> None:
+        super().__init__(column)
+        self.column = column
+
+
+def cleaner(column: Column, zone: ZoneInfo | None = None) -> Cleaner:
+    """The cleaning function for ``column``'s kind."""
+    if column.kind is Kind.DATE:
+        return _date(column, zone)
+    makers: dict[Kind, Callable[[Column], Cleaner]] = {
+        Kind.ID: _id,
+        Kind.NAME: _name,
+        Kind.PHONE: _phone,
+        Kind.EXTENSION: _extension,
+        Kind.EMAIL: _email,
+        Kind.CODE: _code,
+        Kind.TEXT: _plain_text,
+    }
+    return makers[column.kind](column)
+
+
+def clean_column(
+    values: Sequence[Any], column: Column, zone: ZoneInfo | None = None
+) -> tuple[list[str], list[tuple[int, str]]]:
+    """Clean one column of a batch: the texts, and ``(index, rule)`` for each change."""
+    clean = cleaner(column, zone)
+    texts: list[str] = []
+    notes: list[tuple[int, str]] = []
+    for i, value in enumerate(values):
+        text, rules = clean(value)
+        texts.append(text)
+        for rule in rules:
+            notes.append((i, rule))
+    return texts, notes
+
+
+_SSN = re.compile(
+    r"(?<![0-9])(?!000|666|9)[0-9]{3}([- ])(?!00)[0-9]{2}\1(?!0000)[0-9]{4}(?![0-9])"
+)
+_SSN_BARE = re.compile(r"^(?!000|666|9)[0-9]{3}(?!00)[0-9]{2}(?!0000)[0-9]{4}$")
+SSN_BARE_KINDS = frozenset({Kind.NAME, Kind.CODE, Kind.TEXT, Kind.EMAIL})
+
+
+def looks_like_ssn(text: str, kind: Kind) -> bool:
+    """A value shaped like a US social security number.
+
+    ``ddd-dd-dddd`` or ``ddd dd dddd`` anywhere in any column; nine bare digits
+    only as a whole value outside ID and phone columns (IDs are often 9 digits).
+    """
+    if _SSN.search(text):
+        return True
+    return kind in SSN_BARE_KINDS and len(text) == 9 and bool(_SSN_BARE.match(text))

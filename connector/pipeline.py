@@ -14,34 +14,25 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Job
-from .csvout import ExportResult, ExportWriter, column_order, shape_batch
-from .database import Batches, ServerInfo, open_source
-from .datasets import DATASETS
-from .errors import ConfigError, ConnectorError, ExportError
+from .csvout import ExportResult, ExportWriter, column_order
+from .database import Source, open_source
+from .errors import ConfigError, ConnectorError, ExportError, HeldError
+from .report import RunReport
 from .secrets import get_secret
 from .templates import ParamStyle, Query, render_query, template_names
 
 if TYPE_CHECKING:
+    from .gate import Diff, StateStore
     from .upload import Receipt, UploadTarget
 
 log = logging.getLogger(__name__)
 
 # Data sets whose empty result means something broke, never "nobody today".
 _MUST_HAVE_ROWS = ("students", "staff")
-
-
-@dataclass
-class RunReport:
-    """What a run did, for the summary on stdout; counts and hashes only."""
-
-    server: ServerInfo | None = None
-    exports: list[ExportResult] = field(default_factory=list)
-    receipts: list[Receipt] = field(default_factory=list)
 
 
 def job_params(
@@ -100,36 +91,56 @@ def extract(
     params: Mapping[str, Any] | None = None,
     folder: Path | None = None,
     report: RunReport | None = None,
+    allow_empty: bool = False,
 ) -> list[ExportResult]:
     """Write the exports of ``names`` (default: every enabled data set) to ``folder``.
 
-    All or nothing: on any error no file in ``folder`` changes.
+    All or nothing: on any error no file in ``folder`` changes. Students come
+    first, so staff IDs and attendance student IDs are checked against them. Each
+    data set's rows are counted with ``COUNT(*)`` over its template, in the same
+    transaction, and must all be accounted for as written or rejected.
+    ``allow_empty`` lets an empty students or staff result through (the safety
+    gate judges it instead).
     """
-    report = report if report is not None else RunReport()
+    report = report if report is not None else RunReport(command="extract")
     chosen = selected(job, names)
     queries = render_all(job, chosen, job_params(job, params, chosen))
     password = database_password(job)
     target = folder or job.output_folder
-    writers: list[ExportWriter] = []
+    writers: dict[str, ExportWriter] = {}
     try:
         with open_source(job.source, password) as source:
             report.server = source.describe()
             for name in chosen:
-                writer = ExportWriter(DATASETS[name], target / job.export_name(name))
-                writers.append(writer)
-                _fill(writer, source.stream(queries[name], job.source.batch_size))
+                students = writers.get("students")
+                writer = ExportWriter(
+                    job.dataset(name),
+                    target / job.export_name(name),
+                    policy=job.policy(name),
+                    zone=job.zone,
+                    student_ids=students.ids
+                    if name == "attendance" and students
+                    else None,
+                    clashing_ids=students.ids if name == "staff" and students else None,
+                )
+                writers[name] = writer
+                report.exports.append(writer.result)
+                _fill(job, writer, source, queries[name])
                 result = writer.finish()
-                log.info("data set %s: %d rows fetched", name, result.rows)
-                check_not_empty(job, name, result.rows)
-        _check_ids_apart(writers)
+                log.info(
+                    "data set %s: %d rows fetched, %d written, %d rejected",
+                    name,
+                    result.fetched,
+                    result.written,
+                    result.rejected,
+                )
+                if not allow_empty:
+                    check_not_empty(job, name, result.written)
     except BaseException:
-        for writer in writers:
+        for writer in writers.values():
             writer.discard()
         raise
-
-    results = [writer.commit() for writer in writers]
-    report.exports.extend(results)
-    return results
+    return [writer.commit() for writer in writers.values()]
 
 
 def check_not_empty(job: Job, name: str, rows: int) -> None:
@@ -142,27 +153,35 @@ def check_not_empty(job: Job, name: str, rows: int) -> None:
         )
 
 
-def _fill(writer: ExportWriter, stream: tuple[list[str], Batches]) -> None:
-    columns, batches = stream
+def _fill(job: Job, writer: ExportWriter, source: Source, query: Query) -> None:
+    """Count, fetch, clean and write one data set; every row must be accounted for."""
+    expected = source.count(query) if job.source.count_rows else None
+    columns, batches = source.stream(query, job.source.batch_size)
     # Close the cursor now, while its connection is still open.
     with contextlib.closing(batches):
         order = column_order(writer.dataset, columns)
         for batch in batches:
-            writer.write_rows(
-                shape_batch(writer.dataset, order, batch, writer.result.issues)
-            )
+            writer.write_batch(order, batch)
+    check_accounted(writer.result, expected)
 
 
-def _check_ids_apart(writers: list[ExportWriter]) -> None:
-    by_name = {w.dataset.name: w for w in writers}
-    if "students" in by_name and "staff" in by_name:
-        shared = by_name["students"].ids & by_name["staff"].ids
-        if shared:
-            raise ExportError(
-                f"data set staff: {len(shared)} staff IDs equal student IDs; the "
-                "service would merge those people. Prefix staff IDs in the staff "
-                "template (for example 'T' || staff_id)"
-            )
+def check_accounted(result: ExportResult, expected: int | None) -> None:
+    """Rows fetched = written + rejected, and fetched = the template's COUNT(*)."""
+    result.expected = expected
+    if result.fetched != result.written + result.rejected:
+        raise ExportError(
+            f"data set {result.dataset}: {result.fetched} rows fetched but "
+            f"{result.written} written and {result.rejected} rejected (a bug: "
+            "please report it); nothing was written or sent"
+        )
+    if expected is not None and expected != result.fetched:
+        raise ExportError(
+            f"data set {result.dataset}: COUNT(*) over the template gives "
+            f"{expected} rows but {result.fetched} were fetched; nothing was "
+            "written or sent. The driver or the connection lost rows (or the "
+            "data changed under a driver without repeatable read): run again, "
+            "and see drivers.md if it repeats"
+        )
 
 
 def upload_target(job: Job) -> UploadTarget:
@@ -197,26 +216,96 @@ def send(
     report: RunReport | None = None,
     *,
     target: UploadTarget | None = None,
+    accept_change: bool = False,
 ) -> list[Receipt]:
-    """Package, upload and verify each export; returns the receivers' receipts."""
+    """Gate, package, upload and verify each export; returns the receipts.
+
+    Each export must be one of the job's data sets (by file name). The safety gate
+    compares all of them with the last verified send first: if any is held and
+    ``accept_change`` is false, nothing is sent and ``HeldError`` is raised. Each
+    verified upload becomes its data set's new baseline.
+    """
+    from .gate import StateStore
     from .package import package_export
     from .upload import upload_payload
 
-    report = report if report is not None else RunReport()
+    report = report if report is not None else RunReport(command="send")
     target = target if target is not None else upload_target(job)
     assert job.settings.destination is not None
     cert = job.resolve(job.settings.destination.recipient_cert)
+    named = _name_exports(job, exports)
     receipts = []
+    with StateStore(job.state_store) as store:
+        gate(job, store, named, report, accept_change=accept_change)
+        for name, path in named:
+            payload = package_export(path, job.spool_folder, cert)
+            receipt = upload_payload(payload, target, job.upload_log)
+            # Verified: the spooled payload has done its job.
+            payload.path.unlink(missing_ok=True)
+            store.record(job.dataset(name), path, run_id=report.run_id)
+            receipts.append(receipt)
+            report.receipts.append(receipt)
+    return receipts
+
+
+def _name_exports(job: Job, exports: Iterable[Path]) -> list[tuple[str, Path]]:
+    by_file = {job.export_name(name): name for name in job.datasets}
+    named = []
     for path in exports:
         if not path.is_file():
             raise ExportError(f"export {path} does not exist; run `connector extract`")
-        payload = package_export(path, job.spool_folder, cert)
-        receipt = upload_payload(payload, target, job.upload_log)
-        # Verified: the spooled payload has done its job.
-        payload.path.unlink(missing_ok=True)
-        receipts.append(receipt)
-        report.receipts.append(receipt)
-    return receipts
+        name = by_file.get(path.name)
+        if name is None:
+            raise ConfigError(
+                f"{path} is not an export of this job; the data sets enabled in "
+                f"{job.path} are written as {', '.join(sorted(by_file))}"
+            )
+        named.append((name, path))
+    return named
+
+
+def gate(
+    job: Job,
+    store: StateStore,
+    named: list[tuple[str, Path]],
+    report: RunReport,
+    *,
+    accept_change: bool = False,
+) -> list[Diff]:
+    """Compare each export with the last verified send and write the diff reports.
+
+    Raises ``HeldError`` when a data set is held and ``accept_change`` is false.
+    """
+    diffs = []
+    for name, path in named:
+        dataset = job.dataset(name)
+        settings = job.settings.datasets[name]
+        diff = store.compare(
+            dataset,
+            path,
+            max_drop=settings.max_drop,
+            allow_empty=settings.allow_empty,
+        )
+        diffs.append(diff)
+        report.gate.append(diff)
+        diff_path = store.write_diff(dataset, path, job.output_folder / diff_name(name))
+        if diff.held:
+            log.warning("data set %s held: %s (see %s)", name, diff.reason, diff_path)
+    held = [d for d in diffs if d.held]
+    if held and not accept_change:
+        reasons = "; ".join(f"{d.dataset}: {d.reason}" for d in held)
+        raise HeldError(
+            f"send held by the safety gate ({reasons}); nothing was sent. The "
+            f"changes are listed in {job.output_folder / diff_name(held[0].dataset)}. "
+            "If they are expected, send with `connector send --accept-change`"
+        )
+    if held:
+        log.warning("held data sets sent anyway: --accept-change was given")
+    return diffs
+
+
+def diff_name(dataset: str) -> str:
+    return f"{dataset}-changes.json"
 
 
 def pending_exports(job: Job) -> list[Path]:
@@ -226,16 +315,18 @@ def pending_exports(job: Job) -> list[Path]:
     return [folder / n for n in names if (folder / n).is_file()]
 
 
-def send_pending(job: Job, report: RunReport | None = None) -> RunReport:
-    """Send what a failed ``run`` left pending, then publish it to the output folder."""
-    report = report if report is not None else RunReport()
+def send_pending(
+    job: Job, report: RunReport | None = None, *, accept_change: bool = False
+) -> RunReport:
+    """Send what a failed or held ``run`` left pending, then publish it."""
+    report = report if report is not None else RunReport(command="send")
     exports = pending_exports(job)
     if not exports:
         raise ExportError(
             f"nothing is pending in {job.pending_folder}; run `connector run`, or "
             "name the exports to send"
         )
-    send(job, exports, report)
+    send(job, exports, report, accept_change=accept_change)
     _publish(job, exports)
     return report
 
@@ -245,15 +336,48 @@ def run(
     *,
     params: Mapping[str, Any] | None = None,
     report: RunReport | None = None,
+    accept_change: bool = False,
 ) -> RunReport:
-    """The nightly job: extract to the pending folder, send, then publish."""
-    report = report if report is not None else RunReport()
+    """The nightly job: extract to the pending folder, gate, send, then publish.
+
+    The run report is written into the output folder whatever the outcome.
+    """
+    report = report if report is not None else RunReport(command="run")
+    try:
+        _run(job, params, report, accept_change)
+    except ConnectorError as exc:
+        report.outcome = "held" if isinstance(exc, HeldError) else "failed"
+        report.error = str(exc)
+        raise
+    finally:
+        if report.outcome == "running":
+            report.outcome = "failed"
+            report.error = "interrupted"
+        with contextlib.suppress(OSError):
+            report.write(job.output_folder)
+    return report
+
+
+def _run(
+    job: Job,
+    params: Mapping[str, Any] | None,
+    report: RunReport,
+    accept_change: bool,
+) -> None:
     target = upload_target(job)
     pending = job.pending_folder
     pending.mkdir(parents=True, exist_ok=True)
-    results = extract(job, params=params, folder=pending, report=report)
+    results = extract(
+        job, params=params, folder=pending, report=report, allow_empty=True
+    )
     try:
-        send(job, [r.path for r in results], report, target=target)
+        send(
+            job,
+            [r.path for r in results],
+            report,
+            target=target,
+            accept_change=accept_change,
+        )
     except ConnectorError as exc:
         raise type(exc)(
             f"{exc} (today's exports are kept in {pending}; `connector send` sends "
@@ -264,7 +388,7 @@ def run(
     published = _publish(job, [r.path for r in results])
     for result, path in zip(results, published, strict=True):
         result.path = path
-    return report
+    report.outcome = "sent"
 
 
 def _publish(job: Job, exports: list[Path]) -> list[Path]:

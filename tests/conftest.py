@@ -115,14 +115,28 @@ def connector_command() -> list[str]:
     return [str(script)]
 
 
-DRIVERS = {"rosariosis": "PostgreSQL Unicode", "opensis": "MariaDB Unicode"}
-DATABASES = {"rosariosis": "sis_rosariosis", "opensis": "sis_opensis"}
+DRIVERS = {
+    "rosariosis": "PostgreSQL Unicode",
+    "opensis": "MariaDB Unicode",
+    "gibbon": "MariaDB Unicode",
+}
+DATABASES = {
+    "rosariosis": "sis_rosariosis",
+    "opensis": "sis_opensis",
+    "gibbon": "sis_gibbon",
+}
+# A query that shows the seeded data is there (the upstream demos alone are not).
+SEEDED = {
+    "rosariosis": "SELECT COUNT(*) > 100 FROM students",
+    "opensis": "SELECT COUNT(*) > 100 FROM students",
+    "gibbon": "SELECT COUNT(*) > 0 FROM gibbonAttendanceLogPerson",
+}
 
 
 def _database_ready(sis: str) -> bool:
     try:
         with pyodbc.connect(SIS[sis]["connection"], timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM students").fetchone()[0] > 100
+            return bool(conn.execute(SEEDED[sis]).fetchone()[0])
     except pyodbc.Error:
         return False
 

@@ -34,6 +34,10 @@ OPENSIS_CONNECTION = (
     "DRIVER={MariaDB Unicode};SOCKET=/run/mysqld/mysqld.sock;UID=root;PWD=;"
     "CHARSET=utf8mb4;DATABASE=sis_opensis"
 )
+GIBBON_CONNECTION = (
+    "DRIVER={MariaDB Unicode};SOCKET=/run/mysqld/mysqld.sock;UID=root;PWD=;"
+    "CHARSET=utf8mb4;DATABASE=sis_gibbon"
+)
 
 # --------------------------------------------------------------------------
 # RosarioSIS (PostgreSQL), school year 2024
@@ -126,6 +130,160 @@ OPENSIS_COUNTS = {
           )""",
 }
 
+# --------------------------------------------------------------------------
+# Gibbon (MariaDB), school year 2025-2026 (gibbonSchoolYearID 025)
+# --------------------------------------------------------------------------
+# Current student: enrolled in the year that starts in 2025, status Full, not
+# ended before the year's last day.
+_GIBBON_CURRENT = """
+    {student} IN (
+        SELECT e.gibbonPersonID
+        FROM gibbonStudentEnrolment e
+        INNER JOIN gibbonSchoolYear y ON y.gibbonSchoolYearID = e.gibbonSchoolYearID
+        INNER JOIN gibbonPerson sp ON sp.gibbonPersonID = e.gibbonPersonID
+        WHERE y.firstDay >= '2025-01-01' AND y.firstDay < '2026-01-01'
+          AND sp.status = 'Full'
+          AND IFNULL(sp.dateEnd, '9999-12-31') >= LEAST(CURDATE(), y.lastDay)
+    )"""
+
+# The day-level (non-Class) log entry of a day that no later entry replaces.
+_GIBBON_LAST_OF_DAY = """
+    NOT EXISTS (
+        SELECT 1
+        FROM gibbonAttendanceLogPerson later
+        WHERE later.gibbonPersonID = l.gibbonPersonID
+          AND later.date = l.date
+          AND IFNULL(later.context, '') <> 'Class'
+          AND (later.timestampTaken > l.timestampTaken
+               OR (later.timestampTaken = l.timestampTaken
+                   AND later.gibbonAttendanceLogPersonID
+                       > l.gibbonAttendanceLogPersonID))
+    )"""
+
+GIBBON_COUNTS = {
+    "students": "SELECT COUNT(*) FROM gibbonPerson s WHERE"
+    + _GIBBON_CURRENT.format(student="s.gibbonPersonID"),
+    # (student, day) pairs whose last day-level entry is an absent code
+    # (direction Out, scope Offsite or Offsite - Left), codes matched by name
+    "attendance": """
+        SELECT COUNT(DISTINCT l.gibbonPersonID, l.date)
+        FROM gibbonAttendanceLogPerson l
+        INNER JOIN gibbonAttendanceCode c ON c.name = l.type
+        WHERE l.date >= '2025-09-01'
+          AND l.date <= '2025-10-10'
+          AND IFNULL(l.context, '') <> 'Class'
+          AND c.direction = 'Out'
+          AND c.scope IN ('Offsite', 'Offsite - Left')
+          AND l.date NOT IN (SELECT d.date FROM gibbonSchoolYearSpecialDay d
+                             WHERE d.type = 'School Closure')
+          AND"""
+    + _GIBBON_LAST_OF_DAY
+    + "\n          AND"
+    + _GIBBON_CURRENT.format(student="l.gibbonPersonID"),
+    # staff rows whose person exists, is Full and has not left before the
+    # end of the 2025 year
+    "staff": """
+        SELECT COUNT(*)
+        FROM gibbonStaff t
+        INNER JOIN gibbonPerson p ON p.gibbonPersonID = t.gibbonPersonID
+        WHERE p.status = 'Full'
+          AND IFNULL(p.dateEnd, '9999-12-31') >= (
+              SELECT LEAST(CURDATE(), MIN(y.lastDay)) FROM gibbonSchoolYear y
+              WHERE y.firstDay >= '2025-01-01' AND y.firstDay < '2026-01-01')""",
+}
+
+# Phones of current students as the rules of queries/gibbon/README.md pick them,
+# built without window functions: every non-blank phone slot of each contact
+# adult (an adult linked twice counts at his best link), as raw text with
+# "+<country code> " in front when the code has digits and the number has no "+",
+# joined in order (contactPriority, family, family-adult row, slot).
+_GIBBON_SEP = "'@@'"  # never part of a phone
+_GIBBON_SLOT_VALUE = """
+    IF(REGEXP_REPLACE(a.phone{n}CountryCode, '[^0-9]', '') = ''
+         OR TRIM(a.phone{n}) LIKE '+%',
+       a.phone{n},
+       CONCAT('+', REGEXP_REPLACE(a.phone{n}CountryCode, '[^0-9]', ''), ' ',
+              TRIM(a.phone{n})))"""
+_GIBBON_SLOTS = " UNION ALL ".join(
+    f"""
+        SELECT fc.gibbonPersonID AS student, fa.contactPriority AS prio,
+               fa.gibbonFamilyID AS fam, fa.gibbonFamilyAdultID AS link,
+               {n} AS slot, {_GIBBON_SLOT_VALUE.format(n=n)} AS val
+        FROM gibbonFamilyChild fc
+        INNER JOIN gibbonFamilyAdult fa ON fa.gibbonFamilyID = fc.gibbonFamilyID
+        INNER JOIN gibbonPerson a ON a.gibbonPersonID = fa.gibbonPersonID
+        WHERE TRIM(a.phone{n}) <> ''
+          AND NOT EXISTS (
+              SELECT 1
+              FROM gibbonFamilyChild fc2
+              INNER JOIN gibbonFamilyAdult fa2
+                      ON fa2.gibbonFamilyID = fc2.gibbonFamilyID
+              WHERE fc2.gibbonPersonID = fc.gibbonPersonID
+                AND fa2.gibbonPersonID = fa.gibbonPersonID
+                AND (fa2.contactPriority, fa2.gibbonFamilyID,
+                     fa2.gibbonFamilyAdultID)
+                    < (fa.contactPriority, fa.gibbonFamilyID,
+                       fa.gibbonFamilyAdultID))"""
+    for n in (1, 2, 3, 4)
+)
+_GIBBON_PHONES = f"""
+    SELECT lst.student,
+           SUBSTRING_INDEX(lst.vals, {_GIBBON_SEP}, 1) AS phone,
+           IF(lst.n > 1,
+              SUBSTRING_INDEX(SUBSTRING_INDEX(lst.vals, {_GIBBON_SEP}, 2),
+                              {_GIBBON_SEP}, -1),
+              NULL) AS alt_phone
+    FROM (SELECT slots.student, COUNT(*) AS n,
+                 GROUP_CONCAT(slots.val
+                              ORDER BY slots.prio, slots.fam, slots.link, slots.slot
+                              SEPARATOR {_GIBBON_SEP}) AS vals
+          FROM ({_GIBBON_SLOTS}) slots
+          GROUP BY slots.student) lst
+    WHERE {_GIBBON_CURRENT.format(student="lst.student")}"""
+
+# 10 NANP digits of a raw phone by the connector's rules, else NULL: a trailing
+# "(note)" and an extension are dropped; letters, or a "+" code other than 1,
+# give NULL; the code 1 of "+1" and a leading 1 of 11 digits are dropped; what
+# is left must be NXX-NXX-XXXX. (Plain expressions: MariaDB has no LATERAL.)
+_GIBBON_TEXT = (
+    "REGEXP_REPLACE(REGEXP_REPLACE(TRIM({col}),"
+    " '[[:space:]]*[(][A-Za-z .]*[)][[:space:]]*$', ''),"
+    " '(?i)[[:space:]]*(;[[:space:]]*ext[[:space:]]*=|ext[.]?|extension|x|#)"
+    "[[:space:]]*[0-9]*[[:space:]]*$', '')"
+)
+
+
+def _gibbon_nanp(col: str) -> str:
+    text = _GIBBON_TEXT.format(col=col)
+    digits = f"REGEXP_REPLACE({text}, '[^0-9]', '')"
+    after_code = f"IF({text} LIKE '+%', SUBSTRING({digits}, 2), {digits})"
+    national = (
+        f"IF(LENGTH({after_code}) = 11 AND {after_code} LIKE '1%',"
+        f" SUBSTRING({after_code}, 2), {after_code})"
+    )
+    return f"""(CASE
+            WHEN {text} REGEXP '[A-Za-z]' THEN NULL
+            WHEN {text} LIKE '+%' AND {digits} NOT LIKE '1%' THEN NULL
+            WHEN {national} REGEXP '^[2-9][0-9]{{2}}[2-9][0-9]{{6}}$'
+                THEN {national}
+        END)"""
+
+
+GIBBON_REPORT = {
+    "students_phone_malformed": f"""
+        SELECT COUNT(*) FROM ({_GIBBON_PHONES}) ph
+        WHERE TRIM(ph.phone) <> ''
+          AND {_gibbon_nanp("ph.phone")} IS NULL""",
+    "students_alt_phone_malformed": f"""
+        SELECT COUNT(*) FROM ({_GIBBON_PHONES}) ph
+        WHERE TRIM(ph.alt_phone) <> ''
+          AND {_gibbon_nanp("ph.alt_phone")} IS NULL""",
+    "students_alt_equals_phone": f"""
+        SELECT COUNT(*) FROM ({_GIBBON_PHONES}) ph
+        WHERE {_gibbon_nanp("ph.phone")}
+              = {_gibbon_nanp("ph.alt_phone")}""",
+}
+
 SIS: dict[str, dict[str, Any]] = {
     "rosariosis": {
         "connection": ROSARIOSIS_CONNECTION,
@@ -155,6 +313,30 @@ SIS: dict[str, dict[str, Any]] = {
             "student_id": "88",
             "first_name": "Ines",  # Inés
             "last_name": "Dvorak",  # Dvořák
+        },
+    },
+    "gibbon": {
+        "connection": GIBBON_CONNECTION,
+        "params": {
+            "school_year": 2025,
+            "start_date": datetime.date(2025, 9, 1),
+            "end_date": datetime.date(2025, 10, 10),
+        },
+        "counts": GIBBON_COUNTS,
+        "expected_rows": {"students": 475, "attendance": 999, "staff": 74},
+        "accented_student": {
+            "student_id": "2826",  # gibbonPersonID 0000002826 (ZEROFILL)
+            "first_name": "Siobhan",  # Siobhán
+            "last_name": "Dvorak",  # Dvořák
+        },
+        # one number each, over the students the template returns: raw phone
+        # (alt_phone) not blank but not 10 valid NANP digits, and both valid
+        # and equal (the mother recorded twice)
+        "report": GIBBON_REPORT,
+        "expected_report": {
+            "students_phone_malformed": 3,
+            "students_alt_phone_malformed": 15,
+            "students_alt_equals_phone": 1,
         },
     },
 }

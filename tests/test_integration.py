@@ -104,7 +104,7 @@ def count(sis: str, sql: str) -> int:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("sis", ["rosariosis", "opensis"])
+@pytest.mark.parametrize("sis", ["rosariosis", "opensis", "gibbon"])
 def test_run_end_to_end_on_real_sis(
     sis: str, sis_loaded: None, tmp_path: Path, receiver: Receiver, gpg_keys: Keys
 ) -> None:
@@ -140,6 +140,16 @@ def test_run_end_to_end_on_real_sis(
     [row] = [r for r in students if r["Student ID"] == accented["student_id"]]
     assert row["First Name"] == accented["first_name"]
     assert row["Last Name"] == accented["last_name"]
+
+    # The run report accounts for every row the source holds.
+    report = json.loads((exports / "run-report.json").read_text())
+    assert report["outcome"] == "sent"
+    for name, counts in report["datasets"].items():
+        expected = count(sis, SIS[sis]["counts"][name])
+        assert counts["expected"] == counts["fetched"] == expected, name
+        assert counts["written"] + counts["rejected"] == counts["fetched"], name
+        assert counts["gate"]["held"] is False
+    assert set(report["datasets"]) == set(DATASETS)
 
     log_lines = (tmp_path / "state" / "uploads.jsonl").read_text().splitlines()
     entries = [json.loads(line) for line in log_lines]
@@ -266,4 +276,7 @@ def test_failures_are_one_line_and_keep_yesterdays_file(
     assert "Traceback" not in result.stderr
     assert wrong not in result.stderr + result.stdout
     assert yesterday.read_bytes() == YESTERDAY
-    assert sorted(p.name for p in yesterday.parent.iterdir()) == ["students.csv"]
+    assert sorted(p.name for p in yesterday.parent.glob("*.csv")) == ["students.csv"]
+    report = json.loads((yesterday.parent / "run-report.json").read_text())
+    assert (report["outcome"], report["error"]) == ("failed", errors[0][7:])
+    assert wrong not in json.dumps(report)

@@ -36,10 +36,23 @@ def district(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def make_job(folder: Path, district: Path, url: str, ca: Path, **extra: str) -> Job:
+def make_job(
+    folder: Path,
+    district: Path,
+    url: str,
+    ca: Path,
+    *,
+    db: Path | None = None,
+    students: str = "",
+    attendance: str = "",
+    staff: str = "",
+    **extra: str,
+) -> Job:
+    """A config for the sample SIS; ``students`` etc. add lines to their section."""
     queries = folder / "queries"
     shutil.copytree(QUERIES, queries, dirs_exist_ok=True)
-    source = extra.get("source", f'url = "sqlite:///{district / "sis.db"}"')
+    db = db or district / "sis.db"
+    source = extra.get("source", f'url = "sqlite:///{db}"')
     config = folder / "connector.toml"
     config.write_text(
         f"""
@@ -50,10 +63,13 @@ start_date = 2026-03-02
 end_date = 2026-03-27
 [datasets.students]
 template = "queries/students.sql.j2"
+{students}
 [datasets.attendance]
 template = "queries/attendance.sql.j2"
+{attendance}
 [datasets.staff]
 template = "queries/staff.sql.j2"
+{staff}
 [destination]
 url = "{url}"
 token_secret = "upload-token"
@@ -81,7 +97,7 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.glob("*"))}
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.csv"))}
 
 
 def test_send_after_a_failed_run_sends_todays_exports(
@@ -108,9 +124,16 @@ def test_send_after_a_failed_run_sends_todays_exports(
     assert list(job.pending_folder.iterdir()) == []
 
 
-def test_required_empty_field_stops_the_extract(tmp_path: Path, district: Path) -> None:
+@pytest.mark.parametrize("policy", ["fail", "drop"])
+def test_a_required_field_left_empty(
+    tmp_path: Path, district: Path, policy: str
+) -> None:
     job = make_job(
-        tmp_path, district, "https://127.0.0.1:9/", district / "keys" / "recipient.asc"
+        tmp_path,
+        district,
+        "https://127.0.0.1:9/",
+        district / "keys" / "recipient.asc",
+        students=f'on_row_error = "{policy}"\nmax_rejected = 0.01',
     )
     job.output_folder.mkdir()
     (job.output_folder / "students.csv").write_bytes(b"yesterday")
@@ -123,9 +146,21 @@ def test_required_empty_field_stops_the_extract(tmp_path: Path, district: Path) 
             "NULL, NULL, NULL, '1', 'F'"
         )
     )
-    with pytest.raises(ExportError, match=r"row \d+, column student_id: required"):
-        extract(job, names=["students"])
-    assert snapshot(job.output_folder) == {"students.csv": b"yesterday"}
+    if policy == "fail":
+        with pytest.raises(
+            ExportError,
+            match=r"data set students, row 201 \(ID empty\), column student_id: "
+            "required but empty",
+        ):
+            extract(job, names=["students"])
+        assert snapshot(job.output_folder) == {"students.csv": b"yesterday"}
+        return
+    [result] = extract(job, names=["students"])
+    assert (result.fetched, result.written, result.rejected) == (201, 200, 1)
+    assert result.expected == 201
+    assert [n.as_dict() for n in result.notes if n.rule == "required_empty"] == [
+        {"row": 201, "id": "", "column": "student_id", "rule": "required_empty"}
+    ]
 
 
 @pytest.mark.parametrize(

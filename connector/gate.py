@@ -1,0 +1,729 @@
+"""The safety gate's local state: what each data set held at its last verified send.
+
+After a verified send, ``StateStore.record`` keeps, per data set, the counts and
+SHA-256 of the export and, per row key, one fingerprint per column. Before the
+next send, ``StateStore.compare`` matches the new export against that record and
+holds the send when the export is empty or has lost more than ``max_drop`` of its
+rows or of its distinct IDs; ``StateStore.write_diff`` lists the keys added,
+removed and changed, and for a changed key the names of the columns that changed.
+
+Field values never enter the store or the report: a fingerprint is a keyed
+BLAKE2b hash (8 bytes) under a random key kept in the store, so a phone number or
+a date cannot be found again by hashing candidates without that key. Only a row's
+key (the ID the DBA looks up) is kept in clear.
+
+The store is one SQLite file. Each export is streamed into a temporary table in
+batches and compared there with SQL, so memory stays flat for millions of rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from .datasets import DataSet
+from .errors import ConnectorError, ExportError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+BATCH_ROWS = 10_000
+FINGERPRINT_SIZE = 8
+KEY_SEPARATOR = "|"
+REPEAT_MARK = "#"
+
+# Rollback journal rather than WAL: one connector run writes at a time, so WAL's
+# concurrent readers buy nothing, while it needs shared memory (unsafe when the
+# state folder is on a network share) and leaves -wal/-shm files beside the
+# store. With a rollback journal every commit ends up in the one file, which is
+# easy to back up, copy and inspect.
+_PRAGMAS = (
+    "PRAGMA journal_mode = DELETE",
+    "PRAGMA synchronous = FULL",
+    # Staged exports can hold millions of rows: let them spill to a temporary
+    # file instead of growing the process.
+    "PRAGMA temp_store = FILE",
+)
+
+_SCHEMA = (
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    """CREATE TABLE baseline (
+        dataset TEXT PRIMARY KEY,
+        sent_at TEXT NOT NULL,
+        row_count INTEGER NOT NULL,
+        id_count INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        columns TEXT NOT NULL
+    )""",
+    """CREATE TABLE fingerprint (
+        dataset TEXT NOT NULL,
+        key TEXT NOT NULL,
+        columns BLOB NOT NULL,
+        PRIMARY KEY (dataset, key)
+    ) WITHOUT ROWID""",
+)
+
+_STAGE = (
+    "DROP TABLE IF EXISTS temp.staged_row",
+    "DROP TABLE IF EXISTS temp.staged",
+    """CREATE TEMP TABLE staged_row (
+        seq INTEGER PRIMARY KEY,
+        key TEXT NOT NULL,
+        id TEXT NOT NULL,
+        columns BLOB NOT NULL
+    )""",
+    """CREATE TEMP TABLE staged (
+        key TEXT PRIMARY KEY,
+        columns BLOB NOT NULL
+    ) WITHOUT ROWID""",
+)
+
+# Repeats of a key are numbered key, key#2, key#3... in the order of their
+# fingerprints, so that the same rows in another order still compare equal.
+_NUMBER_REPEATS = f"""
+    INSERT INTO temp.staged (key, columns)
+    SELECT CASE WHEN n = 1 THEN key ELSE key || '{REPEAT_MARK}' || n END, columns
+    FROM (
+        SELECT key, columns,
+            row_number() OVER (PARTITION BY key ORDER BY columns, seq) AS n
+        FROM temp.staged_row
+    )
+"""
+_KEEP_UNIQUE = """
+    INSERT INTO temp.staged (key, columns)
+    SELECT key, columns FROM temp.staged_row ORDER BY key
+"""
+
+_MATCHES = """
+    SELECT count(*), coalesce(sum(s.columns = f.columns), 0)
+    FROM temp.staged AS s JOIN fingerprint AS f ON f.dataset = ? AND f.key = s.key
+"""
+_ADDED = """
+    SELECT s.key FROM temp.staged AS s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM fingerprint AS f WHERE f.dataset = ? AND f.key = s.key
+    )
+    ORDER BY s.key
+"""
+_REMOVED = """
+    SELECT f.key FROM fingerprint AS f
+    WHERE f.dataset = ?
+        AND NOT EXISTS (SELECT 1 FROM temp.staged AS s WHERE s.key = f.key)
+    ORDER BY f.key
+"""
+_CHANGED = """
+    SELECT s.key, f.columns, s.columns
+    FROM temp.staged AS s JOIN fingerprint AS f ON f.dataset = ? AND f.key = s.key
+    WHERE s.columns != f.columns
+    ORDER BY s.key
+"""
+
+
+@dataclass
+class Baseline:
+    """What the last verified send of one data set held."""
+
+    dataset: str
+    sent_at: str
+    rows: int
+    ids: int
+    sha256: str
+    run_id: str
+
+
+@dataclass
+class Diff:
+    """A new export compared with its data set's baseline, and the gate's verdict.
+
+    ``ids`` counts the distinct values of the ID column (the first one): students
+    or staff members, and for attendance the students with an absence.
+    """
+
+    dataset: str
+    baseline: Baseline | None
+    rows: int
+    ids: int
+    added: int
+    removed: int
+    changed: int
+    unchanged: int
+    held: bool
+    reason: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Counts and the verdict, for the run report; no keys, no values."""
+        baseline = None
+        if self.baseline is not None:
+            baseline = {
+                "sent_at": self.baseline.sent_at,
+                "rows": self.baseline.rows,
+                "ids": self.baseline.ids,
+                "run_id": self.baseline.run_id,
+            }
+        return {
+            "dataset": self.dataset,
+            "rows": self.rows,
+            "ids": self.ids,
+            "added": self.added,
+            "removed": self.removed,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "held": self.held,
+            "reason": self.reason,
+            "baseline": baseline,
+        }
+
+
+@dataclass(frozen=True)
+class KeyRule:
+    """Which columns identify a row, and whether a key may repeat in one file."""
+
+    positions: tuple[int, ...]
+    is_unique: bool
+
+    def key(self, row: Sequence[str]) -> str:
+        return KEY_SEPARATOR.join(row[i] for i in self.positions)
+
+
+def key_rule(dataset: DataSet) -> KeyRule:
+    """How the gate keys the rows of ``dataset``'s exports.
+
+    The data set's declared key columns (``DataSet.key_columns``): for students
+    and staff the ID column, unique; for attendance Student ID and Absence Date
+    (and Period in the event shape) joined by ``|``, where a repeated key is
+    numbered (``key``, ``key#2``, ...).
+    """
+    return KeyRule(
+        tuple(dataset.column_names.index(name) for name in dataset.key_columns),
+        is_unique=dataset.unique_ids,
+    )
+
+
+@dataclass
+class _Staged:
+    """The export now in the temporary tables."""
+
+    dataset: str
+    columns: tuple[str, ...]
+    sha256: str
+    rows: int
+    ids: int
+
+
+class StateStore:
+    """The SQLite file holding each data set's baseline and row fingerprints.
+
+    Use as a context manager, or call ``close()``::
+
+        with StateStore(state / "gate.sqlite") as store:
+            diff = store.compare(STUDENTS, export)
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._staged: _Staged | None = None
+        self._db = _open(self.path)
+        try:
+            self._fingerprint_key = self._prepare()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file; the staged export (a temporary table) goes with it."""
+        self._staged = None
+        self._db.close()
+
+    def baseline(self, dataset: str) -> Baseline | None:
+        """The baseline of the data set named ``dataset``, or None before its
+        first recorded send."""
+        row = self._db.execute(
+            "SELECT dataset, sent_at, row_count, id_count, sha256, run_id "
+            "FROM baseline WHERE dataset = ?",
+            (dataset,),
+        ).fetchone()
+        return None if row is None else Baseline(*row)
+
+    def compare(
+        self,
+        dataset: DataSet,
+        export: Path,
+        *,
+        max_drop: float = 0.10,
+        allow_empty: bool = False,
+    ) -> Diff:
+        """Compare ``export`` with the data set's baseline and decide whether to hold.
+
+        Held when the export has no rows (unless ``allow_empty``), or when it has
+        more than ``max_drop`` (a share, 0.10 for 10%) fewer rows or distinct IDs
+        than the last send. Raises ``ExportError`` when the file cannot be read
+        or its header is not the data set's.
+        """
+        if not 0 <= max_drop <= 1:
+            raise ValueError(f"max_drop must be a share from 0 to 1, not {max_drop}")
+
+        staged = self._stage(dataset, export)
+        baseline = self.baseline(dataset.name)
+        added, removed, changed, unchanged = self._count(dataset.name, staged)
+        reason = _hold_reason(
+            baseline,
+            staged.rows,
+            staged.ids,
+            max_drop=max_drop,
+            allow_empty=allow_empty,
+        )
+        diff = Diff(
+            dataset=dataset.name,
+            baseline=baseline,
+            rows=staged.rows,
+            ids=staged.ids,
+            added=added,
+            removed=removed,
+            changed=changed,
+            unchanged=unchanged,
+            held=reason is not None,
+            reason=reason,
+        )
+
+        log.info(
+            "gate %s: %d rows, %d IDs; %d added, %d removed, %d changed; %s",
+            dataset.name,
+            diff.rows,
+            diff.ids,
+            added,
+            removed,
+            changed,
+            f"held: {reason}" if reason else "passed",
+        )
+        return diff
+
+    def write_diff(self, dataset: DataSet, export: Path, report: Path) -> Path:
+        """Write the detailed comparison of ``export`` with the baseline as JSON.
+
+        The report holds the counts, then the keys ``added`` and ``removed``, and
+        under ``changed`` each changed key with the names of its changed columns;
+        never a field value other than the key. It is written to a temporary file
+        beside ``report`` and renamed into place.
+        """
+        staged = self._stage(dataset, export)
+        baseline = self.baseline(dataset.name)
+        added, removed, changed, unchanged = self._count(dataset.name, staged)
+        old_columns = self._baseline_columns(dataset.name) or staged.columns
+        head: dict[str, Any] = {
+            "dataset": dataset.name,
+            "export": export.name,
+            "sha256": staged.sha256,
+            "baseline": None if baseline is None else asdict(baseline),
+            "counts": {
+                "rows": staged.rows,
+                "ids": staged.ids,
+                "added": added,
+                "removed": removed,
+                "changed": changed,
+                "unchanged": unchanged,
+            },
+        }
+
+        report.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{report.name}.", dir=report.parent)
+        tmp = Path(name)
+        try:
+            with open(fd, "w", encoding="utf-8", newline="\n") as out:
+                out.write("{\n")
+                for field, value in head.items():
+                    out.write(f"  {json.dumps(field)}: {json.dumps(value)},\n")
+                db = self._db
+                added_keys = db.execute(_ADDED, (dataset.name,))
+                _write_list(out, "added", (key for (key,) in added_keys))
+                out.write(",\n")
+                removed_keys = db.execute(_REMOVED, (dataset.name,))
+                _write_list(out, "removed", (key for (key,) in removed_keys))
+                out.write(",\n")
+                changes = (
+                    {
+                        "id": key,
+                        "columns": _changed_columns(
+                            old_columns, old, staged.columns, new
+                        ),
+                    }
+                    for key, old, new in db.execute(_CHANGED, (dataset.name,))
+                )
+                _write_list(out, "changed", changes)
+                out.write("\n}\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, report)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+        log.info(
+            "gate %s: diff report %s written (%d added, %d removed, %d changed)",
+            dataset.name,
+            report.name,
+            added,
+            removed,
+            changed,
+        )
+        return report
+
+    def record(self, dataset: DataSet, export: Path, *, run_id: str) -> Baseline:
+        """Make ``export`` the data set's baseline, after its send was verified.
+
+        The previous baseline and its fingerprints are replaced in one
+        transaction: a failure leaves the old baseline whole.
+        """
+        if not run_id:
+            raise ValueError("record() needs the run's ID")
+
+        staged = self._stage(dataset, export)
+        baseline = Baseline(
+            dataset=dataset.name,
+            sent_at=_utc_now(),
+            rows=staged.rows,
+            ids=staged.ids,
+            sha256=staged.sha256,
+            run_id=run_id,
+        )
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM fingerprint WHERE dataset = ?", (dataset.name,))
+            db.execute(
+                "INSERT INTO fingerprint (dataset, key, columns) "
+                "SELECT ?, key, columns FROM temp.staged",
+                (dataset.name,),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO baseline (dataset, sent_at, row_count, "
+                "id_count, sha256, run_id, columns) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    baseline.dataset,
+                    baseline.sent_at,
+                    baseline.rows,
+                    baseline.ids,
+                    baseline.sha256,
+                    baseline.run_id,
+                    json.dumps(staged.columns),
+                ),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+        log.info(
+            "gate %s: baseline recorded for run %s: %d rows, %d IDs, sha256 %s",
+            dataset.name,
+            run_id,
+            baseline.rows,
+            baseline.ids,
+            baseline.sha256[:16],
+        )
+        return baseline
+
+    def _prepare(self) -> bytes:
+        """Set the connection up, create or check the schema; return the key."""
+        db = self._db
+        try:
+            for pragma in _PRAGMAS:
+                db.execute(pragma).fetchall()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    for statement in _SCHEMA:
+                        db.execute(statement)
+                    db.execute(
+                        "INSERT INTO meta (name, value) VALUES ('fingerprint_key', ?)",
+                        (secrets.token_bytes(32),),
+                    )
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    log.info("gate state store %s created", self.path)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            row = db.execute(
+                "SELECT value FROM meta WHERE name = 'fingerprint_key'"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise ConnectorError(
+                f"gate state store {self.path} cannot be used ({exc}); if it is "
+                "damaged, move it aside: the next send then has no baseline"
+            ) from exc
+
+        if version > SCHEMA_VERSION:
+            raise ConnectorError(
+                f"gate state store {self.path} has schema version {version}, newer "
+                f"than this connector's ({SCHEMA_VERSION}); upgrade the connector"
+            )
+        if row is None or len(row[0]) != 32:
+            raise ConnectorError(
+                f"gate state store {self.path} has lost its fingerprint key; move "
+                "it aside: the next send then has no baseline"
+            )
+        key: bytes = row[0]
+        return key
+
+    def _stage(self, dataset: DataSet, export: Path) -> _Staged:
+        """Load ``export`` into the temporary tables, unless it is there already."""
+        try:
+            raw = export.open("rb")
+        except OSError as exc:
+            raise ExportError(
+                f"export {export} cannot be read for the safety gate "
+                f"({exc.strerror or exc})"
+            ) from exc
+        with raw:
+            sha256 = _sha256(raw)
+            staged = self._staged
+            if (
+                staged is not None
+                and staged.dataset == dataset.name
+                and staged.columns == dataset.column_names
+                and staged.sha256 == sha256
+            ):
+                return staged
+
+            self._staged = None
+            raw.seek(0)
+            text = io.TextIOWrapper(raw, encoding="ascii", newline="")
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                for statement in _STAGE:
+                    db.execute(statement)
+                rows = self._load(dataset, export, text)
+                self._number(dataset, export)
+                ids = db.execute("SELECT count(DISTINCT id) FROM temp.staged_row")
+                staged = _Staged(
+                    dataset.name, dataset.column_names, sha256, rows, ids.fetchone()[0]
+                )
+                db.execute("DELETE FROM temp.staged_row")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            finally:
+                text.detach()
+
+        log.debug("gate %s: %s staged, %d rows", dataset.name, export.name, rows)
+        self._staged = staged
+        return staged
+
+    def _load(self, dataset: DataSet, export: Path, text: IO[str]) -> int:
+        """Stream the export's rows into ``staged_row``; return how many."""
+        reader = csv.reader(text)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise ExportError(
+                    f"export {export} is empty, without even a header row; "
+                    "extract it again"
+                )
+            if tuple(header) != dataset.headers:
+                raise ExportError(
+                    f"export {export}: the header row is not the {dataset.name} "
+                    f"data set's ({', '.join(dataset.headers)}); check that the "
+                    "file belongs to this data set"
+                )
+
+            rule = key_rule(dataset)
+            width = len(dataset.columns)
+            bases = [self._column_hash(name) for name in dataset.column_names]
+            insert = "INSERT INTO temp.staged_row (key, id, columns) VALUES (?, ?, ?)"
+            batch: list[tuple[str, str, bytes]] = []
+            rows = 0
+            for row in reader:
+                if len(row) != width:
+                    raise ExportError(
+                        f"export {export}, line {reader.line_num}: {len(row)} fields "
+                        f"where the {dataset.name} data set has {width}"
+                    )
+                parts = []
+                for base, value in zip(bases, row, strict=True):
+                    h = base.copy()
+                    h.update(value.encode())
+                    parts.append(h.digest())
+                batch.append((rule.key(row), row[0], b"".join(parts)))
+                if len(batch) >= BATCH_ROWS:
+                    self._db.executemany(insert, batch)
+                    rows += len(batch)
+                    batch.clear()
+            self._db.executemany(insert, batch)
+            rows += len(batch)
+        except UnicodeDecodeError as exc:
+            raise ExportError(
+                f"export {export}, near line {reader.line_num + 1}: not ASCII "
+                f"({exc.reason}); exports are ASCII only, extract it again"
+            ) from None
+        except csv.Error as exc:
+            raise ExportError(
+                f"export {export}, line {reader.line_num}: not valid CSV ({exc}); "
+                "extract it again"
+            ) from None
+        return rows
+
+    def _number(self, dataset: DataSet, export: Path) -> None:
+        """Fill ``staged`` with one row per key, numbering repeats where allowed."""
+        if not key_rule(dataset).is_unique:
+            self._db.execute(_NUMBER_REPEATS)
+            return
+        try:
+            self._db.execute(_KEEP_UNIQUE)
+        except sqlite3.IntegrityError:
+            raise ExportError(
+                f"export {export}: an ID appears in more than one row; the "
+                f"{dataset.name} data set's {dataset.id_column.header} must be "
+                "unique, extract it again"
+            ) from None
+
+    def _count(self, dataset: str, staged: _Staged) -> tuple[int, int, int, int]:
+        """Added, removed, changed and unchanged keys against the baseline."""
+        db = self._db
+        matched, unchanged = db.execute(_MATCHES, (dataset,)).fetchone()
+        (old,) = db.execute(
+            "SELECT count(*) FROM fingerprint WHERE dataset = ?", (dataset,)
+        ).fetchone()
+        (new,) = db.execute("SELECT count(*) FROM temp.staged").fetchone()
+        return new - matched, old - matched, matched - unchanged, unchanged
+
+    def _baseline_columns(self, dataset: str) -> tuple[str, ...] | None:
+        row = self._db.execute(
+            "SELECT columns FROM baseline WHERE dataset = ?", (dataset,)
+        ).fetchone()
+        return None if row is None else tuple(json.loads(row[0]))
+
+    def _column_hash(self, column: str) -> hashlib.blake2b:
+        """A keyed hash primed with the column's name, to copy for each value.
+
+        The name keeps one value from having the same fingerprint in two
+        columns (a phone and an alternate phone). Keyed BLAKE2b is a MAC on its
+        own and several times faster than HMAC-SHA256 for short values.
+        """
+        base = hashlib.blake2b(key=self._fingerprint_key, digest_size=FINGERPRINT_SIZE)
+        base.update(column.encode() + b"\0")
+        return base
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Connect to the store, creating its folder and an owner-only file."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The store names every student ID: keep it from other users.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        # isolation_level=None: transactions are begun and ended explicitly here.
+        return sqlite3.connect(path, isolation_level=None, timeout=30)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConnectorError(
+            f"gate state store {path} cannot be opened ({exc}); check that the "
+            "state folder exists and is writable"
+        ) from exc
+
+
+def _hold_reason(
+    baseline: Baseline | None,
+    rows: int,
+    ids: int,
+    *,
+    max_drop: float,
+    allow_empty: bool,
+) -> str | None:
+    """Why the send must be held, as one sentence, or None to let it go."""
+    if rows == 0:
+        if allow_empty:
+            return None
+        if baseline is None:
+            return "the export is empty"
+        return (
+            f"the export is empty (the last send on {baseline.sent_at[:10]} had "
+            f"{baseline.rows} rows)"
+        )
+    if baseline is None:
+        return None
+
+    for what, before, after in (
+        ("rows", baseline.rows, rows),
+        ("distinct IDs", baseline.ids, ids),
+    ):
+        if before == 0 or after >= before:
+            continue
+        drop = (before - after) / before
+        if drop > max_drop:
+            return (
+                f"{drop:.1%} fewer {what} than the last send on "
+                f"{baseline.sent_at[:10]} ({before} -> {after}; the limit is "
+                f"{max_drop * 100:g}%)"
+            )
+    return None
+
+
+def _changed_columns(
+    old_columns: Sequence[str],
+    old: bytes,
+    new_columns: Sequence[str],
+    new: bytes,
+) -> list[str]:
+    """Names of the columns whose fingerprints differ, in the new export's order.
+
+    A column that only one side has (a column added to or dropped from the data
+    set since the baseline) counts as changed.
+    """
+    before = dict(zip(old_columns, _split(old), strict=False))
+    after = dict(zip(new_columns, _split(new), strict=False))
+    changed = [name for name in new_columns if before.get(name) != after.get(name)]
+    return changed + [name for name in old_columns if name not in after]
+
+
+def _split(fingerprints: bytes) -> Iterator[bytes]:
+    for start in range(0, len(fingerprints), FINGERPRINT_SIZE):
+        yield fingerprints[start : start + FINGERPRINT_SIZE]
+
+
+def _write_list(out: IO[str], name: str, items: Iterable[Any]) -> None:
+    """Write ``"name": [...]`` one item a line, streaming from ``items``."""
+    out.write(f"  {json.dumps(name)}: [")
+    first = True
+    for item in items:
+        out.write("\n    " if first else ",\n    ")
+        out.write(json.dumps(item))
+        first = False
+    out.write("]" if first else "\n  ]")
+
+
+def _sha256(file: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: file.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _utc_now() -> str:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return now.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,375 @@
+import csv
+import json
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from connector.datasets import ATTENDANCE, STAFF, STUDENTS, DataSet
+from connector.errors import ConnectorError, ExportError
+from connector.gate import StateStore, key_rule
+
+Row = tuple[str, ...]
+
+
+def write_export(path: Path, dataset: DataSet, rows: Sequence[Row]) -> Path:
+    """An export as the connector writes it: all quoted, CR LF, header first."""
+    with path.open("w", newline="", encoding="ascii") as f:
+        writer = csv.writer(f, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+        writer.writerow(dataset.headers)
+        writer.writerows(rows)
+    return path
+
+
+def student(n: int, phone: str | None = None) -> Row:
+    """An invented student; phones are 617-555-01xx style, unique per student."""
+    return (
+        f"S{1000 + n}",
+        "Amadeo",
+        f"Quillfeather{n}",
+        phone if phone is not None else f"617555{n:04d}",
+        "101",
+        "en",
+        f"508555{n:04d}",
+        f"family{n}@example.org",
+        "5",
+        "F",
+    )
+
+
+def students(count: int) -> list[Row]:
+    return [student(n) for n in range(count)]
+
+
+def absence(student_id: str, date: str, code: str = "EXC", periods: str = "") -> Row:
+    return (student_id, code, date, periods)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    with StateStore(tmp_path / "state" / "gate.sqlite") as opened:
+        yield opened
+
+
+def test_compare_first_send_has_no_baseline(store: StateStore, tmp_path: Path) -> None:
+    export = write_export(tmp_path / "students.csv", STUDENTS, students(20))
+
+    diff = store.compare(STUDENTS, export)
+
+    assert diff.baseline is None
+    assert (diff.rows, diff.ids, diff.added, diff.removed) == (20, 20, 20, 0)
+    assert (diff.changed, diff.unchanged, diff.held, diff.reason) == (0, 0, False, None)
+    assert store.baseline("students") is None
+
+
+def test_compare_identical_after_record_is_unchanged(
+    store: StateStore, tmp_path: Path
+) -> None:
+    export = write_export(tmp_path / "students.csv", STUDENTS, students(20))
+    recorded = store.record(STUDENTS, export, run_id="run-1")
+    copy = write_export(tmp_path / "copy.csv", STUDENTS, students(20))
+
+    diff = store.compare(STUDENTS, copy)
+
+    assert diff.baseline == recorded
+    assert (diff.added, diff.removed, diff.changed, diff.unchanged) == (0, 0, 0, 20)
+    assert not diff.held
+    assert recorded.rows == recorded.ids == 20
+    assert recorded.sent_at.endswith("Z") and recorded.run_id == "run-1"
+    assert len(recorded.sha256) == 64
+
+
+def test_compare_holds_a_drop_over_the_limit(store: StateStore, tmp_path: Path) -> None:
+    rows = students(50)
+    baseline = store.record(
+        STUDENTS, write_export(tmp_path / "a.csv", STUDENTS, rows), run_id="r1"
+    )
+
+    diff = store.compare(
+        STUDENTS, write_export(tmp_path / "b.csv", STUDENTS, rows[10:])
+    )
+
+    assert diff.held
+    assert diff.reason == (
+        f"20.0% fewer rows than the last send on {baseline.sent_at[:10]} "
+        "(50 -> 40; the limit is 10%)"
+    )
+    assert (diff.removed, diff.unchanged) == (10, 40)
+    assert diff.as_dict()["held"] is True
+
+
+def test_compare_passes_a_drop_within_the_limit(
+    store: StateStore, tmp_path: Path
+) -> None:
+    rows = students(40)
+    store.record(STUDENTS, write_export(tmp_path / "a.csv", STUDENTS, rows), run_id="r")
+
+    diff = store.compare(STUDENTS, write_export(tmp_path / "b.csv", STUDENTS, rows[2:]))
+
+    assert not diff.held and diff.reason is None
+    assert diff.removed == 2
+
+
+def test_compare_limit_is_configurable_and_growth_never_held(
+    store: StateStore, tmp_path: Path
+) -> None:
+    rows = students(40)
+    store.record(STUDENTS, write_export(tmp_path / "a.csv", STUDENTS, rows), run_id="r")
+    fewer = write_export(tmp_path / "b.csv", STUDENTS, rows[2:])
+    more = write_export(tmp_path / "c.csv", STUDENTS, students(400))
+
+    assert store.compare(STUDENTS, fewer, max_drop=0.025).held
+    assert "the limit is 2.5%" in str(
+        store.compare(STUDENTS, fewer, max_drop=0.025).reason
+    )
+    assert not store.compare(STUDENTS, more, max_drop=0).held
+    with pytest.raises(ValueError):
+        store.compare(STUDENTS, fewer, max_drop=10)
+
+
+def test_compare_holds_a_drop_in_distinct_ids(
+    store: StateStore, tmp_path: Path
+) -> None:
+    # The same number of absences, but spread over half the students.
+    before = [absence(f"S{n}", f"09/{d:02d}/2025") for n in range(10) for d in (1, 2)]
+    after = [
+        absence(f"S{n}", f"09/{d:02d}/2025") for n in range(5) for d in range(1, 5)
+    ]
+    store.record(
+        ATTENDANCE, write_export(tmp_path / "a.csv", ATTENDANCE, before), run_id="r"
+    )
+
+    diff = store.compare(
+        ATTENDANCE, write_export(tmp_path / "b.csv", ATTENDANCE, after)
+    )
+
+    assert (diff.rows, diff.ids) == (20, 5)
+    assert diff.held
+    assert diff.reason is not None
+    assert diff.reason.startswith("50.0% fewer distinct IDs than the last send on ")
+    assert diff.reason.endswith("(10 -> 5; the limit is 10%)")
+
+
+@pytest.mark.parametrize("has_baseline", [False, True], ids=["first", "later"])
+@pytest.mark.parametrize("allow_empty", [False, True], ids=["held", "allowed"])
+def test_compare_empty_export(
+    store: StateStore, tmp_path: Path, has_baseline: bool, allow_empty: bool
+) -> None:
+    if has_baseline:
+        rows = [absence("S1", "09/02/2025"), absence("S2", "09/02/2025")]
+        export = write_export(tmp_path / "a.csv", ATTENDANCE, rows)
+        store.record(ATTENDANCE, export, run_id="r")
+    empty = write_export(tmp_path / "empty.csv", ATTENDANCE, [])
+
+    diff = store.compare(ATTENDANCE, empty, allow_empty=allow_empty)
+
+    assert diff.rows == 0
+    assert diff.held is not allow_empty
+    if allow_empty:
+        assert diff.reason is None
+    else:
+        assert diff.reason is not None and diff.reason.startswith("the export is empty")
+    assert diff.removed == (2 if has_baseline else 0)
+
+
+def test_write_diff_names_changed_columns_never_values(
+    store: StateStore, tmp_path: Path
+) -> None:
+    rows = students(30)
+    old_phone, new_phone = rows[7][3], "7815559876"
+    store.record(
+        STUDENTS, write_export(tmp_path / "a.csv", STUDENTS, rows), run_id="r1"
+    )
+    rows[7] = student(7, phone=new_phone)
+    del rows[3]
+    rows.append(student(99))
+    export = write_export(tmp_path / "b.csv", STUDENTS, rows)
+
+    diff = store.compare(STUDENTS, export)
+    report = store.write_diff(STUDENTS, export, tmp_path / "reports" / "diff.json")
+    store.record(STUDENTS, export, run_id="r2")
+    store.close()
+
+    assert (diff.added, diff.removed, diff.changed, diff.unchanged) == (1, 1, 1, 28)
+    content = json.loads(report.read_text())
+    assert content["counts"] == {
+        "rows": 30,
+        "ids": 30,
+        "added": 1,
+        "removed": 1,
+        "changed": 1,
+        "unchanged": 28,
+    }
+    assert content["added"] == ["S1099"]
+    assert content["removed"] == ["S1003"]
+    assert content["changed"] == [{"id": "S1007", "columns": ["phone"]}]
+    assert content["baseline"]["run_id"] == "r1"
+    assert [p.name for p in report.parent.iterdir()] == ["diff.json"]
+
+    report_bytes = report.read_bytes()
+    stored = (tmp_path / "state" / "gate.sqlite").read_bytes()
+    assert not (tmp_path / "state" / "gate.sqlite-journal").exists()
+    for value in (old_phone, new_phone, "Quillfeather7", "family7@example.org"):
+        assert value.encode() not in report_bytes
+        assert value.encode() not in stored
+    for row in rows:
+        assert row[3].encode() not in stored and row[6].encode() not in stored
+    assert b"S1007" in stored
+
+
+def test_attendance_repeats_are_numbered(store: StateStore, tmp_path: Path) -> None:
+    rows = [
+        absence("S1", "09/02/2025", "EXC", "1"),
+        absence("S1", "09/02/2025", "UNX", "2"),
+        absence("S1", "09/03/2025"),
+        absence("S2", "09/02/2025"),
+    ]
+    first = write_export(tmp_path / "a.csv", ATTENDANCE, rows)
+
+    report = store.write_diff(ATTENDANCE, first, tmp_path / "first.json")
+    store.record(ATTENDANCE, first, run_id="r")
+    # The same records in another order compare equal; a change to one of the
+    # repeated rows is one change.
+    shuffled = write_export(tmp_path / "b.csv", ATTENDANCE, rows[::-1])
+    same = store.compare(ATTENDANCE, shuffled)
+    rows[0] = absence("S1", "09/02/2025", "EXC", "1,3")
+    changed = store.compare(
+        ATTENDANCE, write_export(tmp_path / "c.csv", ATTENDANCE, rows)
+    )
+
+    assert json.loads(report.read_text())["added"] == [
+        "S1|09/02/2025",
+        "S1|09/02/2025#2",
+        "S1|09/03/2025",
+        "S2|09/02/2025",
+    ]
+    assert (same.rows, same.ids, same.unchanged, same.changed) == (4, 2, 4, 0)
+    # Repeats are numbered in fingerprint order, so the changed row may swap
+    # numbers with its twin: one or two changes, never an addition or removal.
+    assert (changed.added, changed.removed) == (0, 0)
+    assert changed.changed in (1, 2)
+    assert changed.unchanged == 4 - changed.changed
+
+
+def test_key_rule_of_each_data_set() -> None:
+    assert key_rule(STUDENTS).key(("S1", "a")) == "S1"
+    assert key_rule(STUDENTS).is_unique and key_rule(STAFF).is_unique
+    assert key_rule(ATTENDANCE).key(("S1", "EXC", "09/02/2025", "")) == "S1|09/02/2025"
+    assert not key_rule(ATTENDANCE).is_unique
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'"Staff ID","Last Name"\r\n"T1","Ray"\r\n',
+        b'"Student ID","First Name"\r\n',
+        b"",
+        b'"Student ID","First Name","Last Name","Phone","School","Language",'
+        b'"Alternate Phone","Email","Grade","Gender"\r\n"S1","Only two"\r\n',
+        b'"Student ID","First Name","Last Name","Phone","School","Language",'
+        b'"Alternate Phone","Email","Grade","Gender"\r\n"S1","Zo\xc3\xab"\r\n',
+    ],
+    ids=["staff-header", "short-header", "no-header", "short-row", "not-ascii"],
+)
+def test_compare_refuses_a_file_that_is_not_the_data_set(
+    store: StateStore, tmp_path: Path, content: bytes
+) -> None:
+    export = tmp_path / "students.csv"
+    export.write_bytes(content)
+
+    with pytest.raises(ExportError, match="students.csv"):
+        store.compare(STUDENTS, export)
+
+
+def test_compare_refuses_a_repeated_student_id(
+    store: StateStore, tmp_path: Path
+) -> None:
+    export = write_export(tmp_path / "s.csv", STUDENTS, [student(1), student(1)])
+
+    with pytest.raises(ExportError, match="more than one row"):
+        store.compare(STUDENTS, export)
+
+
+def test_record_replaces_the_previous_baseline(
+    store: StateStore, tmp_path: Path
+) -> None:
+    store.record(
+        STUDENTS, write_export(tmp_path / "a.csv", STUDENTS, students(30)), run_id="r1"
+    )
+    second = write_export(tmp_path / "b.csv", STUDENTS, students(10))
+
+    recorded = store.record(STUDENTS, second, run_id="r2")
+    diff = store.compare(STUDENTS, second)
+
+    assert store.baseline("students") == recorded
+    assert (recorded.rows, recorded.run_id) == (10, "r2")
+    assert (diff.added, diff.removed, diff.unchanged) == (0, 0, 10)
+    # Other data sets keep their own baselines.
+    assert store.baseline("staff") is None
+
+
+def test_record_after_a_refused_file_keeps_the_baseline(
+    store: StateStore, tmp_path: Path
+) -> None:
+    good = write_export(tmp_path / "a.csv", STUDENTS, students(5))
+    recorded = store.record(STUDENTS, good, run_id="r1")
+    bad = write_export(tmp_path / "b.csv", STAFF, [])
+
+    with pytest.raises(ExportError):
+        store.record(STUDENTS, bad, run_id="r2")
+
+    assert store.baseline("students") == recorded
+    assert store.compare(STUDENTS, good).unchanged == 5
+
+
+def test_reopening_keeps_the_baseline_and_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "gate.sqlite"
+    export = write_export(tmp_path / "a.csv", STUDENTS, students(12))
+    with StateStore(path) as store:
+        recorded = store.record(STUDENTS, export, run_id="r1")
+    with closing(sqlite3.connect(path)) as db:
+        key = db.execute("SELECT value FROM meta").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+
+    with StateStore(path) as store:
+        baseline = store.baseline("students")
+        diff = store.compare(STUDENTS, export)
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT value FROM meta").fetchone()[0] == key
+
+    assert baseline == recorded
+    assert diff.unchanged == 12 and diff.changed == 0
+    assert version == 1 and len(key) == 32
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gate.sqlite"
+    StateStore(path).close()
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 9")
+
+    with pytest.raises(ConnectorError, match="schema version 9"):
+        StateStore(path)
+
+
+def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gate.sqlite"
+    path.write_bytes(b"not a database, just some text" * 100)
+
+    with pytest.raises(ConnectorError, match="gate.sqlite"):
+        StateStore(path)
+
+
+def test_diff_as_dict_holds_counts_only(store: StateStore, tmp_path: Path) -> None:
+    export = write_export(tmp_path / "a.csv", STUDENTS, students(3))
+    store.record(STUDENTS, export, run_id="r1")
+
+    as_dict = store.compare(STUDENTS, export).as_dict()
+
+    assert as_dict["unchanged"] == 3 and as_dict["baseline"]["run_id"] == "r1"
+    assert "S1000" not in json.dumps(as_dict)
