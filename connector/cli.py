@@ -171,6 +171,46 @@ def drivers() -> None:
 
 
 @app.command()
+def datasets(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            envvar="CONNECTOR_CONFIG",
+            help="Show the data sets as this config shapes them (added columns, "
+            "attendance periods).",
+        ),
+    ] = None,
+) -> None:
+    """Show each data set's columns: header, query column, kind, limit, required.
+
+    A template must select exactly the query columns (extension columns are taken
+    from their phone column). Without --config: the data sets as declared.
+
+    Example: connector datasets -c connector.toml
+    """
+    from .datasets import DATASETS, TOO_LONG, markdown_table
+
+    try:
+        if config is not None:
+            from .config import load_job
+
+            job = load_job(config)
+            shown = [job.dataset(name) for name in job.datasets]
+        else:
+            shown = list(DATASETS.values())
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    for dataset in shown:
+        typer.echo(f"{dataset.name}: {dataset.description}\n")
+        typer.echo(markdown_table(dataset) + "\n")
+    typer.echo("A value longer than its column:")
+    for kind, policy in TOO_LONG.items():
+        typer.echo(f"  {kind}: {policy}")
+
+
+@app.command()
 def test(
     config: ConfigOption = Path("connector.toml"),
     param: ParamOption = None,

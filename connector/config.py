@@ -57,6 +57,8 @@ class SourceSettings(_Strict):
     def _known_zone(cls, value: str | None) -> str | None:
         if value is not None:
             try:
+                if not re.fullmatch(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*", value):
+                    raise ValueError(value)
                 zoneinfo.ZoneInfo(value)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
                 raise ValueError(
@@ -317,6 +319,10 @@ def _first_problem(exc: ValidationError) -> str:
         message = "unknown key; check its spelling against the README"
     elif error["type"] == "missing":
         message = "required key is missing"
+    elif key == "datasets" and re.match(r"^\w+\.\w+: ", message):
+        # A check across the data sets names the key it is about.
+        where, message = message.split(": ", 1)
+        key = f"datasets.{where}"
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return f"{key}: {message}{more}"
 

@@ -403,6 +403,10 @@ class SqlAlchemySource:
                 f"cannot connect to {url.render_as_string(hide_password=True)}: {text}",
                 exit_code=3 if auth else None,
             ) from None
+        if settings.time_zone and url.get_backend_name() == "postgresql":
+            # After connecting: libpq's PGTZ would override a startup option.
+            # The name was checked against the IANA database with the config.
+            self._conn.exec_driver_sql(f"SET TIME ZONE '{settings.time_zone}'")
         dialect = self._engine.dialect
         self._info = ServerInfo(
             dbms=dialect.name,

@@ -219,3 +219,18 @@ def build(
         elif column.source is not None:
             raise ValueError(f"column {column.name!r}: source is for extension columns")
     return replace(dataset, columns=(*dataset.columns, *extra))
+
+
+def markdown_table(dataset: DataSet) -> str:
+    """The data set's columns as a Markdown table (the README holds these)."""
+    lines = [
+        "| # | header | query column | kind | max | required |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, c in enumerate(dataset.columns, start=1):
+        source = f"(from {c.source})" if c.source else f"`{c.name}`"
+        lines.append(
+            f"| {n} | {c.header} | {source} | {c.kind} | {c.max_length} | "
+            f"{'yes' if c.is_required else ''} |"
+        )
+    return "\n".join(lines)

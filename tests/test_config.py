@@ -94,3 +94,58 @@ def test_bad_toml(tmp_path: Path) -> None:
     path.write_text("[source\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_job(path)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            '[[datasets.students.columns]]\nname = "ext"\nheader = "Ext"\n'
+            'kind = "extension"\nsource = "email"',
+            "connector.toml: datasets.students.columns: extension column 'ext' "
+            "needs source = one of the phone columns (alt_phone, phone)",
+        ),
+        (
+            '[[datasets.students.columns]]\nname = "phone"\nheader = "P"\n'
+            'kind = "phone"',
+            "column 'phone' is already in data set students",
+        ),
+        (
+            '[[datasets.students.columns]]\nname = "Bad Name"\nheader = "B"\n'
+            'kind = "text"',
+            "datasets.students.columns.0.name: String should match pattern",
+        ),
+        ('[datasets.students.x]\nkind = "id"', "datasets.students.x: unknown key"),
+        ('periods = "event"', "datasets.students.periods: only attendance has"),
+        ("max_drop = 2", "datasets.students.max_drop: Input should be less than"),
+    ],
+    ids=["extension-source", "repeat", "name", "unknown", "periods", "max-drop"],
+)
+def test_dataset_settings_mistakes_name_the_key(
+    folder: Path, extra: str, message: str
+) -> None:
+    text = GOOD.replace(
+        '[datasets.students]\ntemplate = "q/students.sql.j2"\n',
+        f'[datasets.students]\ntemplate = "q/students.sql.j2"\n{extra}\n',
+    )
+    (folder / "connector.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_job(folder / "connector.toml")
+    assert message in str(info.value)
+
+
+def test_added_columns_shape_the_data_set(folder: Path) -> None:
+    text = GOOD.replace(
+        '[datasets.students]\ntemplate = "q/students.sql.j2"\n',
+        '[datasets.students]\ntemplate = "q/students.sql.j2"\n'
+        '[[datasets.students.columns]]\nname = "phone_ext"\nheader = "Phone Ext"\n'
+        'kind = "extension"\nsource = "phone"\nmax_length = 6\n'
+        '[[datasets.students.columns]]\nname = "custom"\nheader = "Custom"\n'
+        'kind = "text"\nrequired = true\n',
+    )
+    (folder / "connector.toml").write_text(text, encoding="utf-8")
+    dataset = load_job(folder / "connector.toml").dataset("students")
+    assert dataset.headers[-2:] == ("Phone Ext", "Custom")
+    assert dataset.selected_names[-1] == "custom"
+    assert "phone_ext" not in dataset.selected_names
+    assert dataset.column("custom").is_required

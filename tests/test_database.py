@@ -116,3 +116,51 @@ def test_query_timeout_stops_a_long_query(sis_loaded: None) -> None:
 )
 def test_odbc_quote(value: str, quoted: str) -> None:
     assert odbc_quote(value) == quoted
+
+
+TIMESTAMPS = """SELECT 'S1' AS student_id, 'A' AS reason_code,
+       TIMESTAMPTZ '2026-03-03 04:30:00+00' AS absence_date, NULL AS periods
+UNION ALL
+SELECT 'S2', 'A', DATE '2026-03-02', NULL
+UNION ALL
+SELECT 'S3', 'A', TIMESTAMP '2026-03-02 23:59:00', NULL
+ORDER BY 1
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["odbc", "url"])
+@pytest.mark.parametrize("host_zone", ["UTC", "Asia/Tokyo", "America/Los_Angeles"])
+def test_a_timestamp_gives_the_school_date_whatever_the_host_zone(
+    tmp_path: Path, sis_loaded: None, kind: str, host_zone: str
+) -> None:
+    """04:30 UTC on 3 March is still 2 March in Chicago; a DATE stays itself."""
+    from .conftest import connector_command
+
+    source = {
+        "odbc": 'odbc = "DRIVER={PostgreSQL Unicode};SERVER=127.0.0.1;PORT=5432;'
+        'UID=postgres;DATABASE=postgres"',
+        "url": 'url = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"',
+    }[kind]
+    (tmp_path / "attendance.sql").write_text(TIMESTAMPS)
+    (tmp_path / "students.sql").write_text("SELECT 1")
+    (tmp_path / "connector.toml").write_text(
+        f'[source]\n{source}\ntime_zone = "America/Chicago"\n'
+        '[datasets.students]\ntemplate = "students.sql"\n'
+        '[datasets.attendance]\ntemplate = "attendance.sql"\n'
+    )
+    result = subprocess.run(
+        [*connector_command(), "extract", "-c", "connector.toml", "-d", "attendance"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "TZ": host_zone, "PGTZ": host_zone},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    data = (tmp_path / "exports" / "attendance.csv").read_bytes()
+    assert data.split(b"\r\n")[1:4] == [
+        b'"S1","A","03/02/2026",""',
+        b'"S2","A","03/02/2026",""',
+        b'"S3","A","03/02/2026",""',
+    ]

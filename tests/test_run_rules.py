@@ -1,0 +1,261 @@
+"""The nightly run's guards on the sample SIS: the safety gate, row accounting,
+the attendance shapes and the run report (SQLite via SQLAlchemy, the real
+receiver, the installed ``connector`` script for exit codes)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.config import load_job
+from connector.database import SqlAlchemySource
+from connector.errors import ExitCode, ExportError
+from connector.pipeline import extract, run
+from connector.receiver import Receiver
+
+from .conftest import TOKEN, connector_command
+from .test_pipeline import district, make_job  # noqa: F401 - district is a fixture
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Receiver]:
+    with Receiver(tmp_path / "received", TOKEN, tls_dir=tmp_path / "tls") as r:
+        yield r
+
+
+@pytest.fixture
+def sis(tmp_path: Path, district: Path) -> Path:  # noqa: F811
+    """A private copy of the sample SIS, for tests that change it."""
+    copy = tmp_path / "sis.db"
+    shutil.copyfile(district / "sis.db", copy)
+    return copy
+
+
+def connector(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*connector_command(), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "CONNECTOR_SECRET_UPLOAD_TOKEN": TOKEN},
+        timeout=300,
+    )
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text(), newline="")))
+
+
+def test_gate_holds_a_drop_and_sends_after_accept_change(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    sis: Path,
+    live: Receiver,
+) -> None:
+    assert live.ca_file is not None
+    job = make_job(
+        tmp_path, district, live.url, live.ca_file, db=sis, attendance="max_drop = 1"
+    )
+    config = str(job.path)
+    first = connector("run", "-c", config)
+    assert first.returncode == 0, first.stderr
+    header = first.stdout.splitlines()[0]
+    assert header.startswith("data set  ") and header.endswith("  gate")
+    assert "first send" in first.stdout
+    sent = (job.output_folder / "students.csv").read_bytes()
+    stored = (live.folder / "students.csv.gz.pgp").read_bytes()
+
+    with sqlite3.connect(sis) as db:
+        gone = db.execute(
+            "SELECT student_number FROM students WHERE enroll_status = 'A' "
+            "AND id % 5 = 0 ORDER BY student_number"
+        ).fetchall()
+        db.execute("DELETE FROM students WHERE id % 5 = 0")
+    db.close()
+
+    held = connector("run", "-c", config)
+
+    assert held.returncode == ExitCode.HELD, held.stderr
+    [error] = [line for line in held.stderr.splitlines() if line.startswith("error:")]
+    assert "send held by the safety gate (students: " in error
+    assert "% fewer rows than the last send" in error
+    assert "--accept-change" in error
+    assert (job.output_folder / "students.csv").read_bytes() == sent
+    assert (live.folder / "students.csv.gz.pgp").read_bytes() == stored
+    changes = json.loads((job.output_folder / "students-changes.json").read_text())
+    assert changes["removed"] == [g[0] for g in gone]
+    assert changes["counts"]["removed"] == len(gone)
+    assert changes["added"] == [] and changes["changed"] == []
+    report = json.loads((job.output_folder / "run-report.json").read_text())
+    assert report["outcome"] == "held"
+    assert report["datasets"]["students"]["gate"]["held"] is True
+
+    accepted = connector("run", "-c", config, "--accept-change")
+
+    assert accepted.returncode == 0, accepted.stderr
+    now = csv_rows(job.output_folder / "students.csv")
+    assert len(now) == len(csv_rows(io_path(sent, tmp_path))) - len(gone)
+    assert (live.folder / "students.csv.gz.pgp").read_bytes() != stored
+    # The accepted send is the new baseline: the same data passes the gate.
+    again = connector("run", "-c", config)
+    assert again.returncode == 0, again.stderr
+    assert "ok +0 -0 ~0" in again.stdout
+
+
+def io_path(data: bytes, folder: Path) -> Path:
+    path = folder / "earlier.csv"
+    path.write_bytes(data)
+    return path
+
+
+def test_gate_holds_an_empty_result(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,
+) -> None:
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file)
+    assert connector("run", "-c", str(job.path)).returncode == 0
+    sent = (job.output_folder / "staff.csv").read_bytes()
+    template = tmp_path / "queries" / "staff.sql.j2"
+    template.write_text("SELECT * FROM (" + template.read_text() + ") WHERE 1 = 0")
+
+    held = connector("run", "-c", str(job.path))
+
+    assert held.returncode == ExitCode.HELD, held.stderr
+    assert "staff: the export is empty" in held.stderr
+    assert (job.output_folder / "staff.csv").read_bytes() == sent
+
+
+def test_fewer_rows_than_count_fails_before_upload(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A driver that silently loses a row (simulated: a stream that drops the
+    last row) fails the run, and nothing is sent."""
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file)
+    real_stream = SqlAlchemySource.stream
+
+    def lossy(self: SqlAlchemySource, query: Any, size: int) -> Any:
+        columns, batches = real_stream(self, query, size)
+
+        def fewer() -> Iterator[Any]:
+            with contextlib.closing(batches):
+                pending = None
+                for batch in batches:
+                    if pending is not None:
+                        yield pending
+                    pending = batch
+                if pending:
+                    yield pending[:-1]
+
+        return columns, fewer()
+
+    monkeypatch.setattr(SqlAlchemySource, "stream", lossy)
+    monkeypatch.setenv("CONNECTOR_SECRET_UPLOAD_TOKEN", TOKEN)
+    with pytest.raises(ExportError) as info:
+        run(job)
+    assert str(info.value).startswith(
+        "data set students: COUNT(*) over the template gives 200 rows but 199 "
+        "were fetched; nothing was written or sent"
+    )
+    assert list(live.folder.glob("*")) == []
+    assert list(job.output_folder.glob("*.csv")) == []
+    report = json.loads((job.output_folder / "run-report.json").read_text())
+    assert report["outcome"] == "failed"
+    assert report["datasets"]["students"]["fetched"] == 199
+
+
+ABSENCES = [
+    ("S1", "A", "2026-03-02", 1),
+    ("S1", "A", "2026-03-02", 3),
+    ("S2", "M", "2026-03-02", 2),
+]
+
+SHAPES = {
+    "day": (
+        "SELECT student AS student_id, MIN(code) AS reason_code, day AS absence_date,"
+        " GROUP_CONCAT(period) AS periods FROM absences GROUP BY student, day"
+        " ORDER BY student",
+        '"Student ID","Absence Code","Absence Date","Periods Missed"',
+        ['"S1","A","03/02/2026","1,3"', '"S2","M","03/02/2026","2"'],
+    ),
+    "event": (
+        "SELECT student AS student_id, code AS reason_code, day AS absence_date,"
+        " period FROM absences ORDER BY student, period",
+        '"Student ID","Absence Code","Absence Date","Period"',
+        [
+            '"S1","A","03/02/2026","1"',
+            '"S1","A","03/02/2026","3"',
+            '"S2","M","03/02/2026","2"',
+        ],
+    ),
+    "columns": (
+        "SELECT student AS student_id, MIN(code) AS reason_code, day AS absence_date,"
+        " MAX(CASE WHEN period = 1 THEN code END) AS period_1,"
+        " MAX(CASE WHEN period = 2 THEN code END) AS period_2,"
+        " MAX(CASE WHEN period = 3 THEN code END) AS period_3"
+        " FROM absences GROUP BY student, day ORDER BY student",
+        '"Student ID","Absence Code","Absence Date","Period 1","Period 2","Period 3"',
+        ['"S1","A","03/02/2026","A","","A"', '"S2","M","03/02/2026","","M",""'],
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_attendance_periods_in_each_shape(tmp_path: Path, shape: str) -> None:
+    db = tmp_path / "sis.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE absences (student, code, day, period)")
+        conn.executemany("INSERT INTO absences VALUES (?, ?, ?, ?)", ABSENCES)
+    conn.close()
+    sql, header, records = SHAPES[shape]
+    (tmp_path / "attendance.sql").write_text(sql)
+    (tmp_path / "students.sql").write_text("SELECT 1")
+    (tmp_path / "connector.toml").write_text(
+        f'[source]\nurl = "sqlite:///{db}"\n'
+        '[datasets.students]\ntemplate = "students.sql"\n'
+        '[datasets.attendance]\ntemplate = "attendance.sql"\n'
+        f'periods = "{shape}"\nperiod_columns = 3\n'
+    )
+    job = load_job(tmp_path / "connector.toml")
+
+    [result] = extract(job, names=["attendance"])
+
+    lines = result.path.read_bytes().decode("ascii").split("\r\n")
+    assert lines[0] == header
+    assert lines[1:-1] == records
+    assert result.expected == len(records)
+
+
+def test_a_template_of_the_wrong_shape_names_the_columns(tmp_path: Path) -> None:
+    db = tmp_path / "sis.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE absences (student, code, day, period)")
+    conn.close()
+    (tmp_path / "attendance.sql").write_text(SHAPES["day"][0])
+    (tmp_path / "students.sql").write_text("SELECT 1")
+    (tmp_path / "connector.toml").write_text(
+        f'[source]\nurl = "sqlite:///{db}"\n'
+        '[datasets.students]\ntemplate = "students.sql"\n'
+        '[datasets.attendance]\ntemplate = "attendance.sql"\nperiods = "event"\n'
+    )
+    job = load_job(tmp_path / "connector.toml")
+    with pytest.raises(ExportError) as info:
+        extract(job, names=["attendance"])
+    assert str(info.value).startswith(
+        "data set attendance: the query's columns do not match (missing period; "
+        "unexpected periods)"
+    )
