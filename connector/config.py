@@ -137,25 +137,78 @@ class DataSetSettings(_Strict):
 
 class OutputSettings(_Strict):
     folder: Path = Path("exports")
+    keep_sent: bool = True
 
 
 class DestinationSettings(_Strict):
-    """The receiver: an https URL, its token, its CA and the encryption certificate."""
+    """Where payloads go (``kind``), how they are encrypted, retried and verified."""
 
-    url: str
+    kind: Literal["https", "tus", "sftp", "folder"] = "https"
+    # https and tus
+    url: str | None = None
     token_secret: str | None = None
     ca_file: Path | None = None
-    recipient_cert: Path
+    chunk_size: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+    # sftp
+    host: str | None = None
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str | None = None
+    key_file: Path | None = None
+    passphrase_secret: str | None = None
+    known_hosts: Path | None = None
+    host_key_fingerprint: str | None = Field(default=None, pattern=r"^SHA256:\S+$")
+    remote_folder: str = "."
+    rename: bool = True
+    # folder
+    path: Path | None = None
+    # every kind
+    encryption: Literal["openpgp", "age"] = "openpgp"
+    recipient_cert: Path | None = None
+    recipient_fingerprint: str | None = Field(
+        default=None, pattern=r"^[0-9A-Fa-f ]{32,}$"
+    )
+    age_recipient: str | None = None
     attempts: int = Field(default=5, ge=1, le=100)
     timeout: float = Field(default=60.0, gt=0)
     backoff: float = Field(default=2.0, ge=0)
+    max_wait: float = Field(default=120.0, ge=0)
+    deadline: float = Field(default=3600.0, gt=0)
+    min_verification: (
+        Literal["none", "length", "chunks", "read-back", "receipt"] | None
+    ) = None
+    read_back: bool = False
+    manifest: bool = True
 
     @field_validator("url")
     @classmethod
-    def _https_only(cls, value: str) -> str:
-        if not value.lower().startswith("https://"):
+    def _https_only(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith("https://"):
             raise ValueError("must start with https:// (plain http is never used)")
         return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> DestinationSettings:
+        needs = {
+            "https": ("url",),
+            "tus": ("url",),
+            "sftp": ("host", "user", "key_file"),
+            "folder": ("path",),
+        }[self.kind]
+        missing = [k for k in needs if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"kind = {self.kind!r} needs {', '.join(missing)}")
+        if self.kind == "sftp" and (self.known_hosts is None) == (
+            self.host_key_fingerprint is None
+        ):
+            raise ValueError(
+                "kind = 'sftp' needs exactly one of known_hosts or "
+                "host_key_fingerprint (the server's key is never trusted on first use)"
+            )
+        if self.encryption == "openpgp" and self.recipient_cert is None:
+            raise ValueError("encryption = 'openpgp' needs recipient_cert")
+        if self.encryption == "age" and self.age_recipient is None:
+            raise ValueError("encryption = 'age' needs age_recipient")
+        return self
 
 
 class StateSettings(_Strict):
@@ -339,6 +392,8 @@ def _check_paths(job: Job) -> None:
         checks: list[tuple[str, Any]] = [
             ("destination.recipient_cert", destination.recipient_cert),
             ("destination.ca_file", destination.ca_file),
+            ("destination.key_file", destination.key_file),
+            ("destination.known_hosts", destination.known_hosts),
         ]
         for key, value in checks:
             if value is not None and not job.resolve(value).is_file():

@@ -1,9 +1,13 @@
 """Turn an export into a payload: gzip it, then encrypt it to the receiver's key.
 
 The payload is what leaves the district: ``<export name>.gz.pgp`` in the spool folder,
-a binary OpenPGP message holding the gzip of the CSV. The gzip header is fixed (no
-time, no file name), so the same export always compresses to the same bytes; the
-encryption is randomised, so the payload differs on every run.
+a binary OpenPGP message holding the gzip of the CSV (or ``.gz.age``, an age file, with
+``destination.encryption = "age"``). The gzip header is fixed (no time, no file name),
+so the same export always compresses to the same bytes; the encryption is randomised,
+so each packaging gives other bytes. A payload therefore stays in the spool, with a
+``.json`` record of what it holds, until it is verified: packaging the same export
+for the same recipient again reuses it, so a retry or the next night resumes the same
+bytes.
 
 Which OpenPGP packet format Sequoia writes depends on the recipient's certificate, not
 on us: a certificate that announces RFC 9580 support (feature bit "SEIPDv2", set on
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -28,17 +33,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import pyrage
 import pysequoia
 from pysequoia.packet import PacketPile, Tag
 
 from .errors import ExitCode, PackageError
 
-__all__ = ["Payload", "load_recipient", "make_keypair", "package_export"]
+__all__ = [
+    "Payload",
+    "Recipient",
+    "load_recipient",
+    "make_keypair",
+    "package_export",
+]
 
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
 PAYLOAD_SUFFIX = ".gz.pgp"
+AGE_SUFFIX = ".gz.age"
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,68 @@ class Payload:
     csv_size: int
     csv_sha256: str
     fingerprint: str
+    format: str = "openpgp"
+
+    @property
+    def record(self) -> Path:
+        """The spool's note of what this payload holds, beside it."""
+        return self.path.with_name(self.path.name + ".json")
+
+    def save(self) -> None:
+        data = {k: str(v) if isinstance(v, Path) else v for k, v in vars(self).items()}
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".payload.")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, self.record)
+
+    def discard(self) -> None:
+        """Remove the payload and its record (after a verified upload)."""
+        self.path.unlink(missing_ok=True)
+        self.record.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who a payload is encrypted to: an OpenPGP certificate or an age key."""
+
+    format: str
+    fingerprint: str
+    where: str
+    cert: pysequoia.Cert | None = None
+    age: pyrage.x25519.Recipient | None = None
+
+    @property
+    def suffix(self) -> str:
+        return AGE_SUFFIX if self.format == "age" else PAYLOAD_SUFFIX
+
+    @classmethod
+    def openpgp(cls, path: Path, fingerprint: str | None = None) -> Recipient:
+        """The certificate in ``path``, which must have ``fingerprint`` if given."""
+        cert = load_recipient(path)
+        if fingerprint is not None:
+            want = "".join(fingerprint.split()).upper()
+            if cert.fingerprint.upper() != want:
+                raise PackageError(
+                    f"recipient certificate {path} has fingerprint "
+                    f"{cert.fingerprint.upper()}, not the {want} pinned in "
+                    "destination.recipient_fingerprint; ask the receiver which "
+                    "key is current before changing either",
+                    exit_code=ExitCode.USAGE,
+                )
+        return cls("openpgp", cert.fingerprint, str(path), cert=cert)
+
+    @classmethod
+    def age_key(cls, public_key: str) -> Recipient:
+        """An age X25519 public key (``age1...``)."""
+        try:
+            key = pyrage.x25519.Recipient.from_str(public_key.strip())
+        except Exception:
+            raise PackageError(
+                "destination.age_recipient is not an age public key (it starts "
+                "with age1); ask the receiver for theirs",
+                exit_code=ExitCode.USAGE,
+            ) from None
+        return cls("age", public_key.strip(), "destination.age_recipient", age=key)
 
 
 def load_recipient(path: Path) -> pysequoia.Cert:
@@ -95,24 +170,39 @@ def _has_secret_material(path: Path) -> bool:
 def package_export(
     csv_path: Path,
     spool_dir: Path,
-    recipient_cert: Path,
+    recipient: Path | Recipient,
     *,
     compresslevel: int = 6,
 ) -> Payload:
-    """Compress and encrypt one export into ``spool_dir/<name>.gz.pgp``.
+    """Compress and encrypt one export into ``spool_dir/<name>.gz.pgp`` (or
+    ``.gz.age``).
 
     Both steps stream in chunks. Work happens under temporary names in
     ``spool_dir``; the payload appears under its final name only when complete,
-    replacing an older payload of the same export. On failure nothing is left
-    behind and ``PackageError`` names the file and what to check.
+    replacing an older payload of the same export. A payload already in the spool
+    for the same export bytes and the same recipient is reused as it is. On
+    failure nothing is left behind and ``PackageError`` names the file and what to
+    check.
     """
-    cert = load_recipient(recipient_cert)
+    if isinstance(recipient, Path):
+        recipient = Recipient.openpgp(recipient)
     if not csv_path.is_file():
         raise PackageError(
             f"export {csv_path} does not exist; run the extract before packaging"
         )
 
-    target = spool_dir / (csv_path.name + PAYLOAD_SUFFIX)
+    target = spool_dir / (csv_path.name + recipient.suffix)
+    kept = _spooled(target, csv_path, recipient)
+    if kept is not None:
+        logger.info(
+            "export %s: reusing the payload %s already in the spool (%d bytes, "
+            "sha256 %s)",
+            csv_path.name,
+            target.name,
+            kept.size,
+            kept.sha256,
+        )
+        return kept
     try:
         spool_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -123,11 +213,16 @@ def package_export(
 
     with _temp_path(spool_dir, csv_path.name + ".gz") as gz_tmp:
         csv_size, csv_sha256 = _gzip_file(csv_path, gz_tmp, compresslevel)
-        with _temp_path(spool_dir, target.name) as pgp_tmp:
-            _encrypt_file(gz_tmp, pgp_tmp, cert, recipient_cert)
-            size, sha256 = _hash_file(pgp_tmp)
-            message_format = _describe_message(pgp_tmp)
-            os.replace(pgp_tmp, target)
+        with _temp_path(spool_dir, target.name) as out_tmp:
+            if recipient.age is not None:
+                _encrypt_age(gz_tmp, out_tmp, recipient.age)
+                message_format = "age X25519"
+            else:
+                assert recipient.cert is not None
+                _encrypt_file(gz_tmp, out_tmp, recipient.cert, Path(recipient.where))
+                message_format = _describe_message(out_tmp)
+            size, sha256 = _hash_file(out_tmp)
+            os.replace(out_tmp, target)
 
     logger.info(
         "export %s packaged as %s: %d -> %d bytes, sha256 %s, for %s (%s)",
@@ -136,18 +231,43 @@ def package_export(
         csv_size,
         size,
         sha256,
-        cert.fingerprint,
+        recipient.fingerprint,
         message_format,
     )
-    return Payload(
+    payload = Payload(
         path=target,
         size=size,
         sha256=sha256,
         csv_name=csv_path.name,
         csv_size=csv_size,
         csv_sha256=csv_sha256,
-        fingerprint=cert.fingerprint,
+        fingerprint=recipient.fingerprint,
+        format=recipient.format,
     )
+    payload.save()
+    return payload
+
+
+def _spooled(target: Path, csv_path: Path, recipient: Recipient) -> Payload | None:
+    """The payload in the spool for these export bytes and this recipient, if any."""
+    record = target.with_name(target.name + ".json")
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+        kept = Payload(**{**data, "path": Path(data["path"])})
+        size = target.stat().st_size
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if (
+        kept.path != target
+        or size != kept.size
+        or kept.fingerprint != recipient.fingerprint
+        or kept.format != recipient.format
+    ):
+        return None
+    csv_size, csv_sha256 = _hash_file(csv_path)
+    if (csv_size, csv_sha256) != (kept.csv_size, kept.csv_sha256):
+        return None
+    return kept
 
 
 @contextlib.contextmanager
@@ -198,6 +318,17 @@ def _encrypt_file(
         raise PackageError(
             f"cannot encrypt to the certificate in {where} ({exc}); check that it "
             "has a valid encryption subkey (not expired or revoked)"
+        ) from exc
+
+
+def _encrypt_age(source: Path, target: Path, key: pyrage.x25519.Recipient) -> None:
+    try:
+        with source.open("rb") as src, target.open("wb") as out:
+            pyrage.encrypt_io(src, out, [key])
+    except Exception as exc:
+        raise PackageError(
+            f"cannot encrypt with age into {target.parent}: {exc}; check the "
+            "spool folder's disk space"
         ) from exc
 
 

@@ -10,6 +10,8 @@ last exports the receiver confirmed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -26,8 +28,10 @@ from .secrets import get_secret
 from .templates import ParamStyle, Query, render_query, template_names
 
 if TYPE_CHECKING:
+    from .destinations import Prepared
     from .gate import Diff, StateStore
-    from .upload import Receipt, UploadTarget
+    from .package import Payload
+    from .transfer import Receipt
 
 log = logging.getLogger(__name__)
 
@@ -184,38 +188,12 @@ def check_accounted(result: ExportResult, expected: int | None) -> None:
         )
 
 
-def upload_target(job: Job) -> UploadTarget:
-    """The destination with its token, and the recipient certificate checked.
-
-    Called before any extract, so a missing secret or a bad certificate costs no
-    database time.
-    """
-    from .package import load_recipient
-    from .upload import UploadTarget
-
-    destination = job.settings.destination
-    if destination is None:
-        raise ConfigError(f"{job.path}: [destination] is missing; nothing to send to")
-    token = None
-    if destination.token_secret:
-        token = get_secret(destination.token_secret, folder=job.secrets_folder)
-    load_recipient(job.resolve(destination.recipient_cert))
-    return UploadTarget(
-        url=destination.url,
-        token=token,
-        ca_file=job.destination_path(destination.ca_file),
-        attempts=destination.attempts,
-        timeout=destination.timeout,
-        backoff=destination.backoff,
-    )
-
-
 def send(
     job: Job,
     exports: Iterable[Path],
     report: RunReport | None = None,
     *,
-    target: UploadTarget | None = None,
+    prepared: Prepared | None = None,
     accept_change: bool = False,
 ) -> list[Receipt]:
     """Gate, package, upload and verify each export; returns the receipts.
@@ -223,29 +201,65 @@ def send(
     Each export must be one of the job's data sets (by file name). The safety gate
     compares all of them with the last verified send first: if any is held and
     ``accept_change`` is false, nothing is sent and ``HeldError`` is raised. Each
-    verified upload becomes its data set's new baseline.
+    payload is followed by its manifest (unless ``destination.manifest = false``).
+    Each verified upload becomes its data set's new baseline; the payload leaves
+    the spool only then.
     """
+    from .destinations import deliver, prepare
     from .gate import StateStore
     from .package import package_export
-    from .upload import upload_payload
 
     report = report if report is not None else RunReport(command="send")
-    target = target if target is not None else upload_target(job)
-    assert job.settings.destination is not None
-    cert = job.resolve(job.settings.destination.recipient_cert)
+    prepared = prepared if prepared is not None else prepare(job)
     named = _name_exports(job, exports)
     receipts = []
     with StateStore(job.state_store) as store:
-        gate(job, store, named, report, accept_change=accept_change)
-        for name, path in named:
-            payload = package_export(path, job.spool_folder, cert)
-            receipt = upload_payload(payload, target, job.upload_log)
-            # Verified: the spooled payload has done its job.
-            payload.path.unlink(missing_ok=True)
+        diffs = gate(job, store, named, report, accept_change=accept_change)
+        for (name, path), diff in zip(named, diffs, strict=True):
+            payload = package_export(path, job.spool_folder, prepared.recipient)
+            receipt = deliver(prepared, payload, job.upload_log, report.run_id)
+            if prepared.manifest:
+                manifest = write_manifest(payload, diff.rows, report.run_id)
+                deliver(prepared, manifest, job.upload_log, report.run_id)
+                manifest.discard()
+            payload.discard()
             store.record(job.dataset(name), path, run_id=report.run_id)
             receipts.append(receipt)
             report.receipts.append(receipt)
     return receipts
+
+
+def write_manifest(payload: Payload, rows: int, run_id: str) -> Payload:
+    """The manifest that travels after a payload: what it holds, never values."""
+    from . import __version__
+    from .package import Payload
+
+    path = payload.path.with_name(payload.csv_name + ".manifest.json")
+    data = {
+        "payload": payload.path.name,
+        "payload_size": payload.size,
+        "payload_sha256": payload.sha256,
+        "format": f"{payload.format}+gzip",
+        "key_fingerprint": payload.fingerprint,
+        "file": payload.csv_name,
+        "file_size": payload.csv_size,
+        "file_sha256": payload.csv_sha256,
+        "rows": rows,
+        "tool_version": __version__,
+        "run_id": run_id,
+    }
+    body = (json.dumps(data, indent=2) + "\n").encode("ascii")
+    path.write_bytes(body)
+    return Payload(
+        path=path,
+        size=len(body),
+        sha256=hashlib.sha256(body).hexdigest(),
+        csv_name=payload.csv_name,
+        csv_size=payload.csv_size,
+        csv_sha256=payload.csv_sha256,
+        fingerprint=payload.fingerprint,
+        format="manifest",
+    )
 
 
 def _name_exports(job: Job, exports: Iterable[Path]) -> list[tuple[str, Path]]:
@@ -364,7 +378,9 @@ def _run(
     report: RunReport,
     accept_change: bool,
 ) -> None:
-    target = upload_target(job)
+    from .destinations import prepare
+
+    prepared = prepare(job)
     pending = job.pending_folder
     pending.mkdir(parents=True, exist_ok=True)
     results = extract(
@@ -375,7 +391,7 @@ def _run(
             job,
             [r.path for r in results],
             report,
-            target=target,
+            prepared=prepared,
             accept_change=accept_change,
         )
     except ConnectorError as exc:
@@ -392,12 +408,21 @@ def _run(
 
 
 def _publish(job: Job, exports: list[Path]) -> list[Path]:
-    """Move verified exports from the pending folder into the output folder."""
+    """Move verified exports from the pending folder into the output folder.
+
+    With ``[output] keep_sent = false`` the plaintext exports are deleted instead,
+    and the output folder keeps only the reports.
+    """
     output = job.output_folder
     output.mkdir(parents=True, exist_ok=True)
     published = []
     for path in exports:
         final = output / path.name
+        if not job.settings.output.keep_sent:
+            path.unlink()
+            final.unlink(missing_ok=True)
+            published.append(final)
+            continue
         staging = final.with_name(f".{final.name}.publish")
         shutil.copyfile(path, staging)
         os.replace(staging, final)

@@ -23,7 +23,7 @@ from .csvout import ExportResult
 if TYPE_CHECKING:
     from .database import ServerInfo
     from .gate import Diff
-    from .upload import Receipt
+    from .transfer import Receipt
 
 REPORT_NAME = "run-report.json"
 

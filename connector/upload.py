@@ -16,29 +16,27 @@ from __future__ import annotations
 
 import base64
 import email.utils
-import json
 import logging
-import random
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import httpx
-import tenacity
 
 from .errors import ConfigError, ExitCode, UploadError, VerificationError
 from .package import Payload
+from .transfer import AttemptLog, Attempts, Receipt, RetryPolicy, one_line
 
 __all__ = ["Receipt", "UploadTarget", "upload_payload"]
 
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
-VERIFIED_BY_RECEIVER = "receiver-sha256"
+VERIFIED_BY_RECEIVER = "receipt"
 _RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 
 
@@ -59,6 +57,7 @@ class UploadTarget:
     timeout: float = 30.0
     backoff: float = 2.0
     max_wait: float = 120.0
+    deadline: float = 3600.0
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -85,6 +84,10 @@ class UploadTarget:
             )
 
     @property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.attempts, self.backoff, self.max_wait, self.deadline)
+
+    @property
     def origin(self) -> str:
         """``https://host:port`` of the receiver, for messages."""
         parts = urlsplit(self.url)
@@ -92,60 +95,78 @@ class UploadTarget:
         return f"https://{parts.hostname}:{port}"
 
 
-@dataclass(frozen=True)
-class Receipt:
-    """What the receiver confirmed holding after an upload."""
-
-    name: str
-    size: int
-    sha256: str
-    verified: str
-    attempts: int
-
-
 class _Retryable(Exception):
     """An attempt failed in a way that another attempt may fix."""
 
-    def __init__(self, text: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        text: str,
+        started: float,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        cause: BaseException | None = None,
+    ) -> None:
         super().__init__(text)
+        self.started = started
         self.retry_after = retry_after
+        self.status = status
+        self.cause = cause
+
+    def log(self, log: AttemptLog, number: int, outcome: str) -> None:
+        error = self.cause if self.cause is not None else str(self)
+        log.write(number, outcome, self.started, status=self.status, error=error)
 
 
-def upload_payload(payload: Payload, target: UploadTarget, log_path: Path) -> Receipt:
+def upload_payload(
+    payload: Payload,
+    target: UploadTarget,
+    log: AttemptLog | Path,
+    *,
+    run_id: str = "",
+) -> Receipt:
     """Upload ``payload`` to ``target`` and verify the receiver's receipt.
 
-    Raises ``UploadError`` when the receiver cannot be reached or refuses the
-    upload (the payload stays in the spool), and ``VerificationError`` when the
-    receiver reports other bytes than were sent.
+    ``log`` is the attempt log, or the path of its file. Raises ``UploadError``
+    when the receiver cannot be reached or refuses the upload (the payload stays
+    in the spool), and ``VerificationError`` when the receiver reports other bytes
+    than were sent.
     """
     _check_payload(payload)
     context = _ssl_context(target)
-    log = _UploadLog(log_path, payload, target)
+    if isinstance(log, Path):
+        log = AttemptLog(
+            log,
+            run_id=run_id,
+            file=payload.path.name,
+            destination=_redact(target.url + quote(payload.path.name)),
+            size=payload.size,
+            sha256=payload.sha256,
+        )
     timeout = httpx.Timeout(
         connect=target.timeout,
         read=target.timeout,
         write=target.timeout,
         pool=target.timeout,
     )
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(target.attempts),
-        wait=_make_wait(target),
-        retry=tenacity.retry_if_exception_type(_Retryable),
-        reraise=True,
-    )
-
-    try:
-        with httpx.Client(verify=context, timeout=timeout) as client:
-            for attempt in retrying:
-                with attempt:
-                    number = attempt.retry_state.attempt_number
-                    receipt = _attempt(client, payload, target, log, number)
-    except _Retryable as exc:
-        raise UploadError(
-            f"upload of {payload.path.name} could not reach {target.origin} "
-            f"after {target.attempts} attempts: {exc}; the payload is kept in "
-            f"{payload.path}; run `connector send` to try again"
-        ) from exc
+    attempts = Attempts(target.policy)
+    with httpx.Client(verify=context, timeout=timeout, trust_env=True) as client:
+        while True:
+            number = attempts.start()
+            try:
+                receipt = _attempt(client, payload, target, log, number)
+                break
+            except _Retryable as exc:
+                wait = attempts.failed(exc.retry_after)
+                exc.log(log, number, "retry" if wait is not None else "failed")
+                if wait is None:
+                    raise UploadError(
+                        f"upload of {payload.path.name} could not reach "
+                        f"{target.origin} after {number} attempts: {exc}; the "
+                        f"payload is kept in {payload.path}; run `connector send` "
+                        "to try again"
+                    ) from exc
+                time.sleep(wait)
 
     logger.info(
         "upload %s verified by %s: %d bytes, sha256 %s, attempt %d",
@@ -162,11 +183,10 @@ def _attempt(
     client: httpx.Client,
     payload: Payload,
     target: UploadTarget,
-    log: _UploadLog,
+    log: AttemptLog,
     number: int,
 ) -> Receipt:
     """Make one PUT; return the verified receipt or raise."""
-    is_last = number >= target.attempts
     started = time.monotonic()
     try:
         response = client.put(
@@ -179,13 +199,13 @@ def _attempt(
             log.write(number, "failed", started, error=exc)
             raise UploadError(
                 f"the TLS certificate of {target.origin} failed verification "
-                f"({_one_line(exc)}); check destination.ca_file, or the system "
+                f"({one_line(exc)}); check destination.ca_file, or the system "
                 "trust store if it is unset",
                 exit_code=ExitCode.FAILURE,
             ) from exc
-        raise _retry_or_fail(log, number, is_last, started, exc) from exc
+        raise _retry(log, number, started, exc) from exc
     except httpx.TransportError as exc:
-        raise _retry_or_fail(log, number, is_last, started, exc) from exc
+        raise _retry(log, number, started, exc) from exc
 
     status = response.status_code
     if status in (200, 201):
@@ -193,12 +213,17 @@ def _attempt(
 
     if status in _RETRY_STATUSES:
         text = f"HTTP {status} {response.reason_phrase}"
-        log.write(number, "failed" if is_last else "retry", started, status, text)
         logger.warning("upload %s attempt %d: %s", payload.path.name, number, text)
-        raise _Retryable(text, _retry_after(response))
+        raise _Retryable(
+            text, started, retry_after=_retry_after(response), status=status
+        )
 
     log.write(
-        number, "failed", started, status, f"HTTP {status} {response.reason_phrase}"
+        number,
+        "failed",
+        started,
+        status=status,
+        error=f"HTTP {status} {response.reason_phrase}",
     )
     if status in (401, 403):
         raise UploadError(
@@ -217,7 +242,7 @@ def _attempt(
 def _verify(
     response: httpx.Response,
     payload: Payload,
-    log: _UploadLog,
+    log: AttemptLog,
     number: int,
     started: float,
 ) -> Receipt:
@@ -227,7 +252,7 @@ def _verify(
         body = response.json()
         size, sha256 = int(body["size"]), str(body["sha256"]).lower()
     except (ValueError, KeyError, TypeError) as exc:
-        log.write(number, "mismatch", started, status, "no usable receipt")
+        log.write(number, "mismatch", started, status=status, error="no receipt")
         raise VerificationError(
             f"the receiver accepted {payload.path.name} (HTTP {status}) but sent "
             "no receipt with size and sha256; the upload cannot be verified"
@@ -238,8 +263,9 @@ def _verify(
             number,
             "mismatch",
             started,
-            status,
-            f"receiver holds {size} bytes sha256 {sha256}",
+            sent=payload.size,
+            status=status,
+            error=f"receiver holds {size} bytes sha256 {sha256}",
         )
         raise VerificationError(
             f"the receiver stored {size} bytes with sha256 {sha256} for "
@@ -248,30 +274,21 @@ def _verify(
             "report this to the receiver before sending again"
         )
 
-    log.write(number, "verified", started, status)
+    log.write(
+        number,
+        "verified",
+        started,
+        sent=payload.size,
+        status=status,
+        verification=VERIFIED_BY_RECEIVER,
+    )
     name = str(body.get("name") or payload.path.name)
-    return Receipt(name, size, sha256, VERIFIED_BY_RECEIVER, number)
+    return Receipt(name, size, sha256, VERIFIED_BY_RECEIVER, number, "https")
 
 
-def _retry_or_fail(
-    log: _UploadLog, number: int, is_last: bool, started: float, exc: Exception
-) -> _Retryable:
-    log.write(number, "failed" if is_last else "retry", started, error=exc)
-    logger.warning("upload attempt %d: %s", number, _one_line(exc))
-    return _Retryable(_one_line(exc))
-
-
-def _make_wait(target: UploadTarget) -> Callable[[tenacity.RetryCallState], float]:
-    # Written out rather than tenacity.wait_exponential_jitter, whose arguments
-    # changed between tenacity 8 and 9.
-    def wait(state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            return min(exc.retry_after, target.max_wait)
-        exponential = target.backoff * 2.0 ** (state.attempt_number - 1)
-        return min(exponential + random.uniform(0, target.backoff), target.max_wait)
-
-    return wait
+def _retry(log: AttemptLog, number: int, started: float, exc: Exception) -> _Retryable:
+    logger.warning("upload attempt %d: %s", number, one_line(exc))
+    return _Retryable(one_line(exc), started, cause=exc)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -332,7 +349,7 @@ def _ssl_context(target: UploadTarget) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
             f"destination.ca_file {target.ca_file} is not a readable PEM "
-            f"certificate file ({_one_line(exc)})"
+            f"certificate file ({one_line(exc)})"
         ) from exc
 
 
@@ -345,56 +362,9 @@ def _is_certificate_failure(exc: BaseException) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "no detail"
-    return f"{type(exc).__name__}: {text}"[:300]
-
-
 def _redact(url: str) -> str:
     """Drop credentials, query and fragment from a URL."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-class _UploadLog:
-    """Appends one JSON line per attempt to the upload log."""
-
-    def __init__(self, path: Path, payload: Payload, target: UploadTarget) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot create the upload log folder {path.parent} "
-                f"({exc.strerror}); check state.folder"
-            ) from exc
-        self.path = path
-        self.common = {
-            "file": payload.path.name,
-            "bytes": payload.size,
-            "sha256": payload.sha256,
-            "url": _redact(target.url + quote(payload.path.name)),
-        }
-
-    def write(
-        self,
-        attempt: int,
-        outcome: str,
-        started: float,
-        status: int | None = None,
-        error: str | BaseException | None = None,
-    ) -> None:
-        if isinstance(error, BaseException):
-            error = _one_line(error)
-        record = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            **self.common,
-            "attempt": attempt,
-            "outcome": outcome,
-            "status": status,
-            "error": error,
-            "duration_s": round(time.monotonic() - started, 3),
-        }
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")

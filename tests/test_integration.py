@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from connector.datasets import DATASETS
+from connector.package import load_recipient
 from connector.receiver import Receiver
 
 from .conftest import TOKEN, Keys, connector_command, gpg_decrypt
@@ -134,6 +136,19 @@ def test_run_end_to_end_on_real_sis(
 
         stored = receiver.folder / f"{name}.csv.gz.pgp"
         assert gzip.decompress(gpg_decrypt(gpg_keys, stored.read_bytes())) == data
+        manifest = json.loads(
+            (receiver.folder / f"{name}.csv.manifest.json").read_text()
+        )
+        assert (
+            manifest["payload_sha256"]
+            == hashlib.sha256(stored.read_bytes()).hexdigest()
+        )
+        assert manifest["file_sha256"] == hashlib.sha256(data).hexdigest()
+        assert manifest["rows"] == len(rows) - 1
+        assert manifest["format"] == "openpgp+gzip"
+        assert (
+            manifest["key_fingerprint"] == load_recipient(gpg_keys.public).fingerprint
+        )
 
     students = list(csv.DictReader(io.StringIO((exports / "students.csv").read_text())))
     accented = SIS[sis]["accented_student"]
@@ -153,8 +168,9 @@ def test_run_end_to_end_on_real_sis(
 
     log_lines = (tmp_path / "state" / "uploads.jsonl").read_text().splitlines()
     entries = [json.loads(line) for line in log_lines]
-    assert len(entries) == 3
+    assert len(entries) == 6  # a payload and its manifest per data set
     assert all(e["outcome"] == "verified" for e in entries)
+    assert {e["run_id"] for e in entries} == {report["run_id"]}
     assert TOKEN not in "".join(log_lines)
     assert "verified" in result.stdout
 

@@ -12,8 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from connector.errors import PackageError
-from connector.package import load_recipient, make_keypair, package_export
+from connector.errors import ExitCode, PackageError
+from connector.package import (
+    Recipient,
+    load_recipient,
+    make_keypair,
+    package_export,
+)
+
+from .conftest import require
 
 CSV = "student_id,first_name\r\n1,Ørjan\r\n2,Zoë\r\n".encode() * 2000
 
@@ -71,7 +78,61 @@ def test_package_export_decrypts_with_gnupg(
     assert payload.csv_size == len(CSV)
     assert payload.csv_sha256 == hashlib.sha256(CSV).hexdigest()
     assert payload.fingerprint == load_recipient(keys[0]).fingerprint
-    assert os.listdir(tmp_path / "spool") == ["students.csv.gz.pgp"]
+    assert sorted(os.listdir(tmp_path / "spool")) == [
+        "students.csv.gz.pgp",
+        "students.csv.gz.pgp.json",
+    ]
+
+
+def test_a_spooled_payload_is_reused_until_the_export_changes(
+    tmp_path: Path, export: Path, keys: tuple[Path, Path]
+) -> None:
+    first = package_export(export, tmp_path / "spool", keys[0])
+    again = package_export(export, tmp_path / "spool", keys[0])
+    # Encryption is randomised: the same bytes mean the spooled payload was kept,
+    # so an interrupted upload resumes the very bytes it started.
+    assert again == first
+
+    export.write_bytes(CSV + b'"x"\r\n')
+    changed = package_export(export, tmp_path / "spool", keys[0])
+    assert changed.sha256 != first.sha256
+    assert changed.csv_sha256 != first.csv_sha256
+
+    changed.discard()
+    assert os.listdir(tmp_path / "spool") == []
+
+
+def test_a_pinned_fingerprint_must_match(keys: tuple[Path, Path]) -> None:
+    actual = load_recipient(keys[0]).fingerprint
+    assert Recipient.openpgp(keys[0], actual.lower()).fingerprint == actual
+    with pytest.raises(PackageError) as info:
+        Recipient.openpgp(keys[0], "0" * 40)
+    assert info.value.exit_code == ExitCode.USAGE
+    assert "pinned in destination.recipient_fingerprint" in str(info.value)
+
+
+def test_age_payload_decrypts_with_the_age_command(
+    tmp_path: Path, export: Path
+) -> None:
+    require(shutil.which("age-keygen") is not None, "age is not installed")
+    identity = tmp_path / "age.key"
+    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+    public = next(
+        line.split(": ")[1]
+        for line in identity.read_text().splitlines()
+        if line.startswith("# public key: ")
+    )
+    payload = package_export(export, tmp_path / "spool", Recipient.age_key(public))
+    assert payload.path.name == "students.csv.gz.age"
+    assert payload.format == "age"
+    plain = subprocess.run(
+        ["age", "-d", "-i", str(identity), str(payload.path)],
+        check=True,
+        capture_output=True,
+    ).stdout
+    assert gzip.decompress(plain) == CSV
+    with pytest.raises(PackageError, match="not an age public key"):
+        Recipient.age_key("age1nope")
 
 
 def test_package_export_gzip_is_deterministic(

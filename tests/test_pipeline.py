@@ -46,12 +46,19 @@ def make_job(
     students: str = "",
     attendance: str = "",
     staff: str = "",
+    destination: str | None = None,
     **extra: str,
 ) -> Job:
     """A config for the sample SIS; ``students`` etc. add lines to their section."""
     queries = folder / "queries"
     shutil.copytree(QUERIES, queries, dirs_exist_ok=True)
     db = db or district / "sis.db"
+    default_destination = f"""url = "{url}"
+token_secret = "upload-token"
+ca_file = "{ca}"
+recipient_cert = "{district / "keys" / "recipient.asc"}"
+attempts = 2
+backoff = 0.01"""
     source = extra.get("source", f'url = "sqlite:///{db}"')
     config = folder / "connector.toml"
     config.write_text(
@@ -71,12 +78,7 @@ template = "queries/attendance.sql.j2"
 template = "queries/staff.sql.j2"
 {staff}
 [destination]
-url = "{url}"
-token_secret = "upload-token"
-ca_file = "{ca}"
-recipient_cert = "{district / "keys" / "recipient.asc"}"
-attempts = 2
-backoff = 0.01
+{destination or default_destination}
 [state]
 folder = "state"
 """,

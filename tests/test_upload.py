@@ -90,7 +90,7 @@ def test_upload_payload_verified(
         payload.size,
         payload.sha256,
     )
-    assert (receipt.verified, receipt.attempts) == ("receiver-sha256", 1)
+    assert (receipt.verified, receipt.attempts) == ("receipt", 1)
     assert receiver.ca_file is not None
     context = ssl.create_default_context(cafile=str(receiver.ca_file))
     fetched = httpx.get(
@@ -102,7 +102,7 @@ def test_upload_payload_verified(
     [line] = _log_lines(log_path)
     assert line["outcome"] == "verified" and line["status"] == 201
     assert line["attempt"] == 1 and line["sha256"] == payload.sha256
-    assert line["url"] == receiver.url + "students.csv.gz.pgp"
+    assert line["destination"] == receiver.url + "students.csv.gz.pgp"
     assert caplog.record_tuples[-1][:2] == ("connector.upload", logging.INFO)
     assert TOKEN not in log_path.read_text() + caplog.text
 
