@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -46,11 +47,11 @@ class SourceSettings(_Strict):
     user: str | None = None
     password_secret: str | None = None
     encoding: str | None = None
-    query_timeout: int = Field(default=600, ge=0)
-    login_timeout: int = Field(default=30, ge=0)
-    batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    query_timeout: int = Field(strict=True, default=600, ge=0)
+    login_timeout: int = Field(strict=True, default=30, ge=0)
+    batch_size: int = Field(strict=True, default=5000, ge=1, le=1_000_000)
     time_zone: str | None = None
-    count_rows: bool = True
+    count_rows: StrictBool = True
 
     @field_validator("time_zone")
     @classmethod
@@ -97,12 +98,38 @@ class SourceSettings(_Strict):
 class ColumnSettings(_Strict):
     """An optional column added to a data set, written after the declared ones."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
-    header: str = Field(min_length=1, max_length=100, pattern=r"^[ -!#-~]+$")
+    name: str
+    header: str
     kind: Literal["name", "phone", "extension", "date", "code", "email", "text"]
-    max_length: int = Field(default=255, ge=1, le=255)
-    required: bool = False
+    max_length: int = Field(strict=True, default=255, ge=1, le=255)
+    required: StrictBool = False
     source: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _query_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", value):
+            raise ValueError(
+                "must be a query column name: lower-case letters, digits and _, "
+                "starting with a letter"
+            )
+        return value
+
+    @field_validator("header")
+    @classmethod
+    def _plain_header(cls, value: str) -> str:
+        if not re.fullmatch(r"[ -!#-~]{1,100}", value) or value != value.strip():
+            raise ValueError(
+                "must be 1 to 100 printable ASCII characters without a double quote "
+                "or surrounding spaces"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _phone_length(self) -> ColumnSettings:
+        if self.kind == "phone" and "max_length" in self.model_fields_set:
+            raise ValueError("a phone column is always 10 digits; drop max_length")
+        return self
 
     def column(self) -> Column:
         kind = Kind(self.kind)
@@ -115,29 +142,34 @@ class DataSetSettings(_Strict):
 
     template: Path
     file: str | None = None
-    enabled: bool = True
+    enabled: StrictBool = True
     columns: list[ColumnSettings] = Field(default_factory=list)
     periods: Literal["day", "event", "columns"] = "day"
-    period_columns: int = Field(default=8, ge=1, le=24)
+    period_columns: int = Field(strict=True, default=8, ge=1, le=24)
     on_row_error: Literal["drop", "fail"] = "drop"
-    max_rejected: float = Field(default=0.05, ge=0, le=1)
+    max_rejected: float = Field(strict=True, default=0.05, ge=0, le=1)
     unknown_students: Literal["warn", "reject"] = "warn"
-    max_drop: float = Field(default=0.10, ge=0, le=1)
-    allow_empty: bool = False
+    max_drop: float | None = Field(strict=True, default=None, ge=0, le=1)
+    allow_empty: StrictBool | None = None
 
     @field_validator("file")
     @classmethod
     def _plain_name(cls, value: str | None) -> str | None:
         if value is not None and (
-            not value or Path(value).name != value or value.startswith(".")
+            not value
+            or Path(value).name != value
+            or value.startswith(".")
+            or Path(value).suffix.lower() not in (".csv", ".txt")
         ):
-            raise ValueError("must be a plain file name such as students.csv")
+            raise ValueError(
+                "must be a plain file name ending in .csv or .txt, such as students.csv"
+            )
         return value
 
 
 class OutputSettings(_Strict):
     folder: Path = Path("exports")
-    keep_sent: bool = True
+    keep_sent: StrictBool = True
 
 
 class DestinationSettings(_Strict):
@@ -148,17 +180,17 @@ class DestinationSettings(_Strict):
     url: str | None = None
     token_secret: str | None = None
     ca_file: Path | None = None
-    chunk_size: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+    chunk_size: int = Field(strict=True, default=8 * 1024 * 1024, ge=64 * 1024)
     # sftp
     host: str | None = None
-    port: int = Field(default=22, ge=1, le=65535)
+    port: int = Field(strict=True, default=22, ge=1, le=65535)
     user: str | None = None
     key_file: Path | None = None
     passphrase_secret: str | None = None
     known_hosts: Path | None = None
     host_key_fingerprint: str | None = Field(default=None, pattern=r"^SHA256:\S+$")
     remote_folder: str = "."
-    rename: bool = True
+    rename: StrictBool = True
     # folder
     path: Path | None = None
     # every kind
@@ -168,16 +200,16 @@ class DestinationSettings(_Strict):
         default=None, pattern=r"^[0-9A-Fa-f ]{32,}$"
     )
     age_recipient: str | None = None
-    attempts: int = Field(default=5, ge=1, le=100)
-    timeout: float = Field(default=60.0, gt=0)
-    backoff: float = Field(default=2.0, ge=0)
-    max_wait: float = Field(default=120.0, ge=0)
-    deadline: float = Field(default=3600.0, gt=0)
+    attempts: int = Field(strict=True, default=5, ge=1, le=100)
+    timeout: float = Field(strict=True, default=60.0, gt=0)
+    backoff: float = Field(strict=True, default=2.0, ge=0)
+    max_wait: float = Field(strict=True, default=120.0, ge=0)
+    deadline: float = Field(strict=True, default=3600.0, gt=0)
     min_verification: (
         Literal["none", "length", "chunks", "read-back", "receipt"] | None
     ) = None
-    read_back: bool = False
-    manifest: bool = True
+    read_back: StrictBool = False
+    manifest: StrictBool = True
 
     @field_validator("url")
     @classmethod
@@ -238,15 +270,34 @@ class Settings(_Strict):
             raise ValueError(
                 f"unknown data set {', '.join(unknown)}; known: {', '.join(DATASETS)}"
             )
-        if "students" not in value:
-            raise ValueError("the students data set is required")
+        if "students" not in value or not value["students"].enabled:
+            raise ValueError(
+                "the students data set is required and cannot be disabled: staff "
+                "and attendance are checked against it"
+            )
+        files: dict[str, str] = {}
         for name, settings in value.items():
             try:
-                build(name, [c.column() for c in settings.columns])
+                dataset = build(name, [c.column() for c in settings.columns])
             except ValueError as exc:
                 raise ValueError(f"{name}.columns: {exc}") from None
-            if name != "attendance" and "periods" in settings.model_fields_set:
-                raise ValueError(f"{name}.periods: only attendance has periods")
+            headers = [h.lower() for h in dataset.headers]
+            repeated = sorted({h for h in headers if headers.count(h) > 1})
+            if repeated:
+                raise ValueError(
+                    f"{name}.columns: the header {repeated[0]!r} appears twice"
+                )
+            if name != "attendance":
+                for key in ("periods", "period_columns", "unknown_students"):
+                    if key in settings.model_fields_set:
+                        raise ValueError(f"{name}.{key}: only attendance has {key}")
+            file = settings.file or f"{name}.csv"
+            if file in files:
+                raise ValueError(
+                    f"{name}.file: {file} is also the file of {files[file]}; each "
+                    "data set needs its own file name"
+                )
+            files[file] = name
         return value
 
 
@@ -279,6 +330,22 @@ class Job:
             [c.column() for c in settings.columns],
             periods=settings.periods,
             period_columns=settings.period_columns,
+        )
+
+    def gate_limits(self, name: str) -> tuple[float, bool]:
+        """``(max_drop, allow_empty)`` for the safety gate.
+
+        Unset, attendance has no drop limit and may be empty (absences vary from
+        day to day, and a day may have none); students and staff hold on a drop
+        over 10 % and on an empty export.
+        """
+        settings = self.settings.datasets[name]
+        daily = name == "attendance"
+        max_drop = settings.max_drop
+        allow_empty = settings.allow_empty
+        return (
+            (1.0 if daily else 0.10) if max_drop is None else max_drop,
+            daily if allow_empty is None else allow_empty,
         )
 
     def policy(self, name: str) -> RowPolicy:

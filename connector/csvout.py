@@ -21,6 +21,7 @@ import csv
 import hashlib
 import logging
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,9 +30,17 @@ from pathlib import Path
 from typing import IO, Any, Literal
 from zoneinfo import ZoneInfo
 
-from .datasets import DataSet, Kind
+from .datasets import Column, DataSet, Kind
 from .errors import ConfigError, ExportError
-from .fields import FIXES, TimeZoneNeeded, clean_column, looks_like_ssn
+from .fields import (
+    FIXES,
+    NOTED_FIXES,
+    ROW_RULES,
+    TimeZoneNeeded,
+    clean_column,
+    cleaner,
+    looks_like_ssn,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,8 @@ MAX_NOTES = 1000
 
 REJECTIONS = {
     "required_empty": "required but empty after cleaning",
+    "id_not_ascii": "the ID holds characters outside ASCII; IDs are never "
+    "transliterated, as that could make them equal another one",
     "id_too_long": "the ID is longer than the column allows; IDs are never cut",
     "duplicate_id": "repeats the ID of an earlier row",
     "student_id_clash": "this staff ID equals a student ID",
@@ -131,6 +142,7 @@ def shape_batch(
     order: Mapping[str, int],
     batch: Sequence[Sequence[Any]],
     zone: ZoneInfo | None = None,
+    first: int = 1,
 ) -> tuple[list[tuple[str, ...]], list[tuple[int, str, str]]]:
     """Clean a batch column by column.
 
@@ -145,6 +157,8 @@ def shape_batch(
     notes: list[tuple[int, str, str]] = []
     for column in dataset.columns:
         values = by_column[order[column.source or column.name]]
+        if column.kind is not Kind.PHONE:
+            _check_ssn_raw(dataset, column, values, first)
         try:
             texts, changes = clean_column(values, column, zone)
         except TimeZoneNeeded:
@@ -165,6 +179,26 @@ def shape_batch(
                 phone_values[row] = ""
                 notes.append((row, dataset.columns[later].name, "phone_duplicate"))
     return list(zip(*cleaned, strict=True)), notes
+
+
+def _check_ssn_raw(
+    dataset: DataSet, column: Column, values: Sequence[Any], first: int
+) -> None:
+    """The tripwire on the values as the database gave them (cleaning a name
+    would strip the digits of a number typed into it)."""
+    for i, value in enumerate(values):
+        if isinstance(value, str) and any(c.isdigit() for c in value):
+            if looks_like_ssn(value.strip(), column.kind):
+                raise ssn_error(dataset, column, first + i)
+
+
+def ssn_error(dataset: DataSet, column: Column, row: int) -> ExportError:
+    """The tripwire's error: the row, never the value (nor an ID that may be it)."""
+    return ExportError(
+        f"data set {dataset.name}, row {row}, column {column.name}: a value looks "
+        "like a US social security number; nothing was written or sent. Remove it "
+        "from the source or the template (connector test shows which rows)"
+    )
 
 
 class ExportWriter:
@@ -216,8 +250,8 @@ class ExportWriter:
         self, order: Mapping[str, int], batch: Sequence[Sequence[Any]]
     ) -> None:
         """Clean, validate and write one batch of raw rows from the query."""
-        rows, changes = shape_batch(self.dataset, order, batch, self.zone)
         first = self.result.fetched + 1
+        rows, changes = shape_batch(self.dataset, order, batch, self.zone, first)
         self.result.fetched += len(rows)
         by_row: dict[int, list[tuple[str, str]]] = {}
         for i, column, rule in changes:
@@ -237,15 +271,20 @@ class ExportWriter:
         result = self.result
         key = row[0]
         causes: dict[str, str] = {}
+        row_rule: tuple[str, str] | None = None
         for column, rule in changes:
             if rule in FIXES:
                 result.fixes[f"{column}:{rule}"] += 1
+                if rule in NOTED_FIXES:
+                    result.note(RowNote(number, key, column, rule))
+            elif rule in ROW_RULES:
+                row_rule = (column, rule)
             else:
                 result.warnings[f"{column}:{rule}"] += 1
                 causes[column] = rule
                 result.note(RowNote(number, key, column, rule))
         self._check_ssn(number, row)
-        problem = self._problem(number, row, causes)
+        problem = (*row_rule, "") if row_rule else self._problem(number, row, causes)
         if problem is None:
             if self.dataset.unique_ids:
                 self._ids[key] = number
@@ -297,12 +336,7 @@ class ExportWriter:
             if column.kind is Kind.PHONE or not row[i]:
                 continue
             if looks_like_ssn(row[i], column.kind):
-                raise ExportError(
-                    f"data set {self.dataset.name}, row {number} (ID {row[0]}), "
-                    f"column {column.name}: a value looks like a US social "
-                    "security number; nothing was written or sent. Remove it "
-                    "from the source or the template"
-                )
+                raise ssn_error(self.dataset, column, number)
 
     def finish(self) -> ExportResult:
         """Check the rejection share, flush and hash the temporary file.
@@ -352,3 +386,79 @@ class ExportWriter:
         if not self._file.closed:
             self._file.close()
         self._tmp.unlink(missing_ok=True)
+
+
+_RECORD = re.compile(rb'"(?:[^"\r\n]|"")*"(?:,"(?:[^"\r\n]|"")*")*\r\n')
+
+
+def check_export(dataset: DataSet, path: Path) -> int:
+    """Check a file to be sent as strictly as the writer would have made it.
+
+    For an export written elsewhere or edited by hand (``connector send FILE``):
+    the exact header, every field quoted, CR LF record ends, ASCII, and every value
+    already as the field rules leave it; required fields filled, IDs unique, no
+    value shaped like a social security number. Returns the number of rows;
+    raises ``ExportError`` naming the file, row and column.
+    """
+    expected = ",".join(f'"{h}"' for h in dataset.headers).encode("ascii") + b"\r\n"
+    cleaners = [
+        None if c.kind is Kind.EXTENSION else cleaner(c, ZoneInfo("UTC"))
+        for c in dataset.columns
+    ]
+    ids: dict[str, int] = {}
+    row = 0
+    with path.open("rb") as f:
+        if f.readline() != expected:
+            raise ExportError(
+                f"{path}: the first line is not the {dataset.name} header "
+                f"({', '.join(dataset.headers)}), quoted and ending in CR LF"
+            )
+        for raw in f:
+            row += 1
+            where = f"{path}: row {row}"
+            if not raw.isascii() or not _RECORD.fullmatch(raw):
+                raise ExportError(
+                    f"{where} is not a record as connector writes them (ASCII, every "
+                    "field in double quotes, CR LF at the end); export it again with "
+                    "`connector extract`"
+                )
+            values = next(csv.reader([raw.decode("ascii")[:-2]]))
+            if len(values) != len(dataset.columns):
+                raise ExportError(
+                    f"{where} has {len(values)} fields, not {len(dataset.columns)}"
+                )
+            _check_values(dataset, cleaners, values, where)
+            if dataset.unique_ids:
+                if values[0] in ids:
+                    raise ExportError(
+                        f"{where}: the ID repeats row {ids[values[0]]}; IDs must be "
+                        "unique"
+                    )
+                ids[values[0]] = row
+    return row
+
+
+def _check_values(
+    dataset: DataSet,
+    cleaners: Sequence[Any],
+    values: Sequence[str],
+    where: str,
+) -> None:
+    for column, clean, value in zip(dataset.columns, cleaners, values, strict=True):
+        if column.is_required and not value:
+            raise ExportError(f"{where}, column {column.name}: required but empty")
+        if column.kind is not Kind.PHONE and looks_like_ssn(value, column.kind):
+            raise ExportError(
+                f"{where}, column {column.name}: a value looks like a US social "
+                "security number; it is not sent"
+            )
+        if clean is None:
+            ok = value == "" or (value.isdigit() and len(value) <= column.max_length)
+        else:
+            ok = clean(value)[0] == value
+        if not ok:
+            raise ExportError(
+                f"{where}, column {column.name}: the value is not as the field rules "
+                f"leave a {column.kind} value (see README: Field rules); fix the "
+                "source and export it again with `connector extract`"
+            )

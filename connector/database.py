@@ -233,9 +233,16 @@ class OdbcSource:
         """
         import pyodbc
 
-        if zone is None:
-            return
         dbms = self._info.dbms.lower()
+        if zone is None:
+            if "postgres" in dbms:
+                # Without a school zone, at least never depend on the host's PGTZ.
+                self._conn.execute("SET TIME ZONE 'UTC'").close()
+                log.info(
+                    "source.time_zone is not set: timestamps with a zone are read "
+                    "in UTC; set it to the schools' zone"
+                )
+            return
         if "postgres" in dbms:
             statement = f"SET TIME ZONE '{zone}'"
         elif "mariadb" in dbms or "mysql" in dbms:
@@ -347,9 +354,22 @@ class OdbcSource:
         return f"OdbcSource(driver={self._info.driver!r}, dbms={self._info.dbms!r})"
 
 
+# Database messages that quote a row's value: "invalid input syntax for type
+# integer: "Lopez"", MySQL's "Incorrect integer value: 'Lopez' for column".
+_QUOTED_VALUE = re.compile(
+    r"((?:syntax for type \w+|value|key|Key)[ :(]*)"
+    r"""("[^"]*"|'[^']*'|\([^)]*\)=\([^)]*\))"""
+)
+
+
+def scrub_values(text: str) -> str:
+    """Replace row values a database quoted in an error message with ``<value>``."""
+    return _QUOTED_VALUE.sub(r"\1<value>", text)
+
+
 def _query_error(query: Query, exc: Any, secret: str | None) -> QueryError:
     state = exc.args[0] if exc.args else ""
-    text = _scrub(str(exc.args[-1] if exc.args else exc), secret)
+    text = scrub_values(_scrub(str(exc.args[-1] if exc.args else exc), secret))
     hint = "check the template against the database"
     if state in ("HYT00", "HYT01") or "timeout" in text.lower():
         hint = "the query ran past source.query_timeout; raise it or narrow the query"
@@ -403,10 +423,11 @@ class SqlAlchemySource:
                 f"cannot connect to {url.render_as_string(hide_password=True)}: {text}",
                 exit_code=3 if auth else None,
             ) from None
-        if settings.time_zone and url.get_backend_name() == "postgresql":
+        if url.get_backend_name() == "postgresql":
             # After connecting: libpq's PGTZ would override a startup option.
             # The name was checked against the IANA database with the config.
-            self._conn.exec_driver_sql(f"SET TIME ZONE '{settings.time_zone}'")
+            zone = settings.time_zone or "UTC"
+            self._conn.exec_driver_sql(f"SET TIME ZONE '{zone}'")
         dialect = self._engine.dialect
         self._info = ServerInfo(
             dbms=dialect.name,
@@ -428,7 +449,7 @@ class SqlAlchemySource:
                 stream_results=True, yield_per=batch_size
             ).execute(sa.text(query.sql), query.params)
         except SQLAlchemyError as exc:
-            text = _scrub(str(getattr(exc, "orig", exc)), self._password)
+            text = scrub_values(_scrub(str(getattr(exc, "orig", exc)), self._password))
             raise QueryError(
                 f"query from {query.template} failed: {text}; "
                 "check the template against the database"
@@ -441,7 +462,9 @@ class SqlAlchemySource:
                 for part in result.partitions(batch_size):
                     yield [tuple(r) for r in part]
             except SQLAlchemyError as exc:
-                text = _scrub(str(getattr(exc, "orig", exc)), self._password)
+                text = scrub_values(
+                    _scrub(str(getattr(exc, "orig", exc)), self._password)
+                )
                 raise QueryError(
                     f"query from {query.template} failed: {text}"
                 ) from None
@@ -461,7 +484,7 @@ class SqlAlchemySource:
                 sa.text(count_sql(query.sql)), query.params
             ).scalar_one()
         except SQLAlchemyError as exc:
-            text = _scrub(str(getattr(exc, "orig", exc)), self._password)
+            text = scrub_values(_scrub(str(getattr(exc, "orig", exc)), self._password))
             raise QueryError(
                 f"counting the rows of {query.template} failed: {text}"
             ) from None

@@ -183,11 +183,12 @@ class HttpsPut:
     kind = "https"
 
     def __init__(self, target: object) -> None:
-        from .upload import UploadTarget, _redact
+        from .https import redact
+        from .upload import UploadTarget
 
         assert isinstance(target, UploadTarget)
         self.target = target
-        self.where = _redact(target.url)
+        self.where = redact(target.url)
 
     def send(self, payload: Payload, log: AttemptLog) -> Receipt:
         from .upload import upload_payload
@@ -199,13 +200,13 @@ class Tus:
     kind = "tus"
 
     def __init__(self, target: object, state_folder: Path) -> None:
+        from .https import redact
         from .tus import TusTarget
-        from .upload import _redact
 
         assert isinstance(target, TusTarget)
         self.target = target
         self.state_folder = state_folder
-        self.where = _redact(target.url)
+        self.where = redact(target.url)
 
     def send(self, payload: Payload, log: AttemptLog) -> Receipt:
         from .tus import upload_tus

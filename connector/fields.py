@@ -33,6 +33,7 @@ _EXTENSION = re.compile(
 )
 _NOTE = re.compile(r"\s*\([A-Za-z .]*\)\s*$")
 _ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_US_DATE = re.compile(r"^(\d{2})/(\d{2})/(\d{4})$")
 _EMAIL = re.compile(r"^[^@\s\"]+@[^@\s\"]+\.[A-Za-z]{2,}$")
 _PHONE_CHARS = re.compile(r"^[0-9 ()+.\-/]*$")
 
@@ -55,10 +56,15 @@ WARNINGS = frozenset(
         "phone_invalid",
         "phone_duplicate",  # equal to an earlier phone of the same row
         "email_invalid",
+        "email_not_ascii",
         "too_long",
         "date_invalid",
     }
 )
+NOTED_FIXES = frozenset({"truncated"})
+"""Fixes that also get a row note: the value was kept, but not whole."""
+ROW_RULES = frozenset({"id_not_ascii"})
+"""Rules a cleaner reports that reject the whole row (see csvout.REJECTIONS)."""
 NO_RULES: tuple[str, ...] = ()
 
 Cleaned = tuple[str, tuple[str, ...]]
@@ -121,6 +127,8 @@ def split_phone(value: Any) -> tuple[str, str, str | None]:
     """
     if value is None:
         return "", "", None
+    if isinstance(value, float | Decimal) and value == int(value):
+        value = int(value)  # a phone stored as a number: 2175550140.0
     raw = str(value).strip()
     if raw == "":
         return "", "", None
@@ -156,7 +164,11 @@ def clean_phone(value: Any) -> tuple[str, str | None]:
 
 def _id(column: Column) -> Cleaner:
     def clean(value: Any) -> Cleaned:
-        return _text(value)
+        text, rules = _text(value)
+        if "transliterated" in rules:
+            # An ID must never change: "Sé1" must not become another student's "Se1".
+            return text, ("id_not_ascii",)
+        return text, rules
 
     return clean
 
@@ -191,7 +203,7 @@ def _phone(column: Column) -> Cleaner:
         digits, _, problem = split_phone(value)
         if problem:
             return "", (problem,)
-        if digits and digits != str(value):
+        if digits and digits != str(value) and not isinstance(value, int | float):
             return digits, ("phone_stripped",)
         return digits, NO_RULES
 
@@ -219,9 +231,15 @@ def _date(column: Column, zone: ZoneInfo | None) -> Cleaner:
         if isinstance(value, str):
             text = value.strip()
             match = _ISO_DATE.match(text)
-            if match:
+            us = _US_DATE.match(text)
+            if match or us:
+                if us:
+                    month, day, year = (int(g) for g in us.groups())
+                else:
+                    assert match is not None
+                    year, month, day = (int(g) for g in match.groups())
                 try:
-                    return format_date(dt.date(*(int(g) for g in match.groups()))), ()
+                    return format_date(dt.date(year, month, day)), NO_RULES
                 except ValueError:
                     return "", ("date_invalid",)
             try:
@@ -246,6 +264,9 @@ def _email(column: Column) -> Cleaner:
         text, rules = _text(value)
         if not text:
             return "", NO_RULES
+        if "transliterated" in rules:
+            # josé@exämple.com is not jose@example.com: another mailbox.
+            return "", ("email_not_ascii",)
         if len(text) > limit:
             return "", ("too_long",)
         if not _EMAIL.match(text):

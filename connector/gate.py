@@ -18,6 +18,7 @@ batches and compared there with SQL, so memory stays flat for millions of rows.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -238,10 +239,23 @@ class StateStore:
         self._staged: _Staged | None = None
         self._db = _open(self.path)
         try:
-            self._fingerprint_key = self._prepare()
+            with self._guard():
+                self._fingerprint_key = self._prepare()
         except BaseException:
             self._db.close()
             raise
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """A damaged store is one clear error, not a SQLite traceback."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise ConnectorError(
+                f"gate state store {self.path} is damaged ({exc}); move it aside "
+                "to start over: the next send then has no baseline and is held "
+                "because earlier sends are logged, until sent with --accept-change"
+            ) from None
 
     def __enter__(self) -> StateStore:
         return self
@@ -260,6 +274,10 @@ class StateStore:
         self._db.close()
 
     def baseline(self, dataset: str) -> Baseline | None:
+        with self._guard():
+            return self._baseline(dataset)
+
+    def _baseline(self, dataset: str) -> Baseline | None:
         """The baseline of the data set named ``dataset``, or None before its
         first recorded send."""
         row = self._db.execute(
@@ -287,13 +305,15 @@ class StateStore:
         if not 0 <= max_drop <= 1:
             raise ValueError(f"max_drop must be a share from 0 to 1, not {max_drop}")
 
-        staged = self._stage(dataset, export)
-        baseline = self.baseline(dataset.name)
-        added, removed, changed, unchanged = self._count(dataset.name, staged)
+        with self._guard():
+            staged = self._stage(dataset, export)
+            baseline = self._baseline(dataset.name)
+            added, removed, changed, unchanged = self._count(dataset.name, staged)
         reason = _hold_reason(
             baseline,
             staged.rows,
             staged.ids,
+            removed if dataset.unique_ids else None,
             max_drop=max_drop,
             allow_empty=allow_empty,
         )
@@ -323,6 +343,11 @@ class StateStore:
         return diff
 
     def write_diff(self, dataset: DataSet, export: Path, report: Path) -> Path:
+        """Write the detailed comparison of ``export`` with the baseline as JSON."""
+        with self._guard():
+            return self._write_diff(dataset, export, report)
+
+    def _write_diff(self, dataset: DataSet, export: Path, report: Path) -> Path:
         """Write the detailed comparison of ``export`` with the baseline as JSON.
 
         The report holds the counts, then the keys ``added`` and ``removed``, and
@@ -393,6 +418,11 @@ class StateStore:
         return report
 
     def record(self, dataset: DataSet, export: Path, *, run_id: str) -> Baseline:
+        """Make ``export`` the data set's baseline (after a verified send)."""
+        with self._guard():
+            return self._record(dataset, export, run_id=run_id)
+
+    def _record(self, dataset: DataSet, export: Path, *, run_id: str) -> Baseline:
         """Make ``export`` the data set's baseline, after its send was verified.
 
         The previous baseline and its fingerprints are replaced in one
@@ -638,6 +668,9 @@ def _open(path: Path) -> sqlite3.Connection:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The store names every student ID: keep it from other users.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        if path.stat().st_mode & 0o077:
+            log.warning("gate state store %s was readable by others: now 0600", path)
+            path.chmod(0o600)
         # isolation_level=None: transactions are begun and ended explicitly here.
         return sqlite3.connect(path, isolation_level=None, timeout=30)
     except (OSError, sqlite3.Error) as exc:
@@ -651,6 +684,7 @@ def _hold_reason(
     baseline: Baseline | None,
     rows: int,
     ids: int,
+    removed: int | None = None,
     *,
     max_drop: float,
     allow_empty: bool,
@@ -668,6 +702,13 @@ def _hold_reason(
     if baseline is None:
         return None
 
+    if removed and baseline.ids and removed / baseline.ids > max_drop:
+        # Counts alone miss an export whose IDs were all replaced.
+        return (
+            f"{removed} of the {baseline.ids} IDs sent on {baseline.sent_at[:10]} "
+            f"are gone ({removed / baseline.ids:.1%}; the limit is "
+            f"{max_drop * 100:g}%)"
+        )
     for what, before, after in (
         ("rows", baseline.rows, rows),
         ("distinct IDs", baseline.ids, ids),

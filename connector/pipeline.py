@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Job
-from .csvout import ExportResult, ExportWriter, column_order
+from .csvout import ExportResult, ExportWriter, check_export, column_order
 from .database import Source, open_source
 from .errors import ConfigError, ConnectorError, ExportError, HeldError
 from .report import RunReport
 from .secrets import get_secret
-from .templates import ParamStyle, Query, render_query, template_names
+from .templates import ParamStyle, Query, render_query, template_names, typed_like
 
 if TYPE_CHECKING:
     from .destinations import Prepared
@@ -54,7 +54,10 @@ def job_params(
                 f"use: {', '.join(sorted(used)) or 'nothing'}"
             )
     params: dict[str, Any] = dict(job.settings.params)
-    params.update(overrides or {})
+    for name, value in (overrides or {}).items():
+        params[name] = (
+            typed_like(name, value, params[name]) if name in params else value
+        )
     return params
 
 
@@ -195,6 +198,7 @@ def send(
     *,
     prepared: Prepared | None = None,
     accept_change: bool = False,
+    trusted: Iterable[Path] = (),
 ) -> list[Receipt]:
     """Gate, package, upload and verify each export; returns the receipts.
 
@@ -203,7 +207,9 @@ def send(
     ``accept_change`` is false, nothing is sent and ``HeldError`` is raised. Each
     payload is followed by its manifest (unless ``destination.manifest = false``).
     Each verified upload becomes its data set's new baseline; the payload leaves
-    the spool only then.
+    the spool only then. An export not among ``trusted`` (written by this process)
+    is first checked as strictly as the writer makes it (``check_export``), so a
+    file edited by hand is never sent as it is.
     """
     from .destinations import deliver, prepare
     from .gate import StateStore
@@ -212,6 +218,10 @@ def send(
     report = report if report is not None else RunReport(command="send")
     prepared = prepared if prepared is not None else prepare(job)
     named = _name_exports(job, exports)
+    written_here = set(trusted)
+    for name, path in named:
+        if path not in written_here:
+            check_export(job.dataset(name), path)
     receipts = []
     with StateStore(job.state_store) as store:
         diffs = gate(job, store, named, report, accept_change=accept_change)
@@ -293,13 +303,14 @@ def gate(
     diffs = []
     for name, path in named:
         dataset = job.dataset(name)
-        settings = job.settings.datasets[name]
-        diff = store.compare(
-            dataset,
-            path,
-            max_drop=settings.max_drop,
-            allow_empty=settings.allow_empty,
-        )
+        max_drop, allow_empty = job.gate_limits(name)
+        diff = store.compare(dataset, path, max_drop=max_drop, allow_empty=allow_empty)
+        if diff.baseline is None and not diff.held and _sent_before(job, path.name):
+            diff.held = True
+            diff.reason = (
+                f"no baseline in {job.state_store} although {job.upload_log} shows "
+                "earlier verified sends (was the state store lost or moved?)"
+            )
         diffs.append(diff)
         report.gate.append(diff)
         diff_path = store.write_diff(dataset, path, job.output_folder / diff_name(name))
@@ -316,6 +327,24 @@ def gate(
     if held:
         log.warning("held data sets sent anyway: --accept-change was given")
     return diffs
+
+
+def _sent_before(job: Job, export: str) -> bool:
+    """Whether the attempt log shows a verified send of this export's payload."""
+    try:
+        with job.upload_log.open(encoding="utf-8") as f:
+            for line in f:
+                if '"verified"' not in line:
+                    continue
+                entry = json.loads(line)
+                file = str(entry.get("file", ""))
+                if entry.get("outcome") == "verified" and file.startswith(
+                    export + ".gz."
+                ):
+                    return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 def diff_name(dataset: str) -> str:
@@ -393,6 +422,7 @@ def _run(
             report,
             prepared=prepared,
             accept_change=accept_change,
+            trusted=[r.path for r in results],
         )
     except ConnectorError as exc:
         raise type(exc)(

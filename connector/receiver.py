@@ -13,11 +13,25 @@ It stands in for the hosted service and speaks the same protocol:
     The stored bytes. ``GET /files/<name>?meta`` answers the same JSON as the PUT,
     computed again from the file on disk. ``HEAD`` answers the GET headers only.
 
+``OPTIONS /files/``, ``POST /files/``, ``HEAD`` and ``PATCH /files/tus/<id>``
+    Resumable uploads with tus 1.0 (core, creation, and checksum with sha1 and
+    sha256). ``POST`` needs ``Upload-Length`` and a ``filename`` in
+    ``Upload-Metadata`` and answers ``Location: /files/tus/<id>``. Each ``PATCH``
+    is appended to a partial file in ``.tus/``; a chunk that fails its
+    ``Upload-Checksum`` is dropped (460), as is a checksummed chunk cut short. When
+    the last byte arrives the partial file is hashed and renamed to ``<name>``,
+    replacing an older file of that name, and the answer carries
+    ``Upload-Sha256: <hex>`` with ``Upload-Offset``: the receipt for what was
+    stored. Every later ``HEAD`` of the upload repeats it.
+
 Names are one path segment of letters, digits, ``.``, ``_`` and ``-``, not starting
 with a dot; anything else is 400. A wrong or missing token is 401.
 
-For fault tests, ``Receiver.fail_next`` answers the next requests with an error
-status and ``Receiver.corrupt_next`` stores other bytes than were received.
+For fault tests, ``Receiver.fail_next`` answers the next requests (of one method, if
+given) with an error status, ``Receiver.corrupt_next`` stores other bytes than were
+received, ``Receiver.damage_next`` damages the next tus chunk on arrival (so its
+checksum fails) and ``Receiver.drop_next`` hangs up in the middle of the next
+``PATCH``.
 
 By hand::
 
@@ -35,6 +49,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import socket
 import ssl
 import sys
@@ -59,6 +74,12 @@ CHUNK_SIZE = 1024 * 1024
 DRAIN_LIMIT = 64 * 1024 * 1024
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
 _PREFIX = "/files/"
+_TUS_PREFIX = _PREFIX + "tus/"
+_TUS_ID = re.compile(r"[0-9a-f]{32}")
+TUS_VERSION = "1.0.0"
+TUS_CHECKSUMS = ("sha1", "sha256")
+# A PATCH waits this long for another PATCH of the same upload to end, then is 423.
+TUS_LOCK_WAIT = 5.0
 
 
 def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
@@ -88,15 +109,41 @@ class _Faults:
         self.lock = threading.Lock()
         self.fail_count = 0
         self.fail_status = 503
+        self.fail_method: str | None = None
         self.retry_after: str | None = None
         self.corrupt_count = 0
+        self.damage_count = 0
+        self.drop_count = 0
+        self.drop_every = 0
+        self.drop_budget = 0
 
-    def take_failure(self) -> tuple[int, str | None] | None:
+    def take_failure(self, method: str) -> tuple[int, str | None] | None:
         with self.lock:
             if self.fail_count <= 0:
                 return None
+            if self.fail_method is not None and self.fail_method != method:
+                return None
             self.fail_count -= 1
             return self.fail_status, self.retry_after
+
+    def take_damage(self) -> bool:
+        with self.lock:
+            if self.damage_count <= 0:
+                return False
+            self.damage_count -= 1
+            return True
+
+    def take_drop(self, length: int) -> int | None:
+        """How many bytes of a ``length``-byte PATCH to read before hanging up."""
+        with self.lock:
+            if self.drop_count <= 0:
+                return None
+            if self.drop_budget >= length:
+                self.drop_budget -= length
+                return None
+            budget, self.drop_budget = self.drop_budget, self.drop_every
+            self.drop_count -= 1
+            return budget
 
     def take_corruption(self) -> bool:
         with self.lock:
@@ -121,6 +168,13 @@ class _Server(ThreadingHTTPServer):
         self.folder = folder
         self.token = token
         self.faults = _Faults()
+        self.tus_guard = threading.Lock()
+        self.tus_locks: dict[str, threading.Lock] = {}
+
+    def tus_lock(self, upload_id: str) -> threading.Lock:
+        """The lock that keeps two requests from writing one upload at once."""
+        with self.tus_guard:
+            return self.tus_locks.setdefault(upload_id, threading.Lock())
 
     def get_request(self) -> tuple[socket.socket, Any]:
         # The handshake runs in the handler thread (on first read), so a client
@@ -168,17 +222,60 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(with_body=True)
 
     def do_HEAD(self) -> None:
-        self._serve(with_body=False)
+        if urlsplit(self.path).path.startswith(_TUS_PREFIX):
+            self._tus_head()
+        else:
+            self._serve(with_body=False)
+
+    def do_OPTIONS(self) -> None:
+        if not self._authorised():
+            return
+        self._discard_body()
+        self._tus_reply(
+            HTTPStatus.NO_CONTENT,
+            {
+                "Tus-Version": TUS_VERSION,
+                "Tus-Extension": "creation,checksum",
+                "Tus-Checksum-Algorithm": ",".join(TUS_CHECKSUMS),
+            },
+        )
+
+    def do_POST(self) -> None:
+        if not self._authorised():
+            return
+        if urlsplit(self.path).path != _PREFIX:
+            self._discard_body()
+            self._answer(HTTPStatus.NOT_FOUND, {"error": f"POST only to {_PREFIX}"})
+            return
+        self._tus_create()
+
+    def do_PATCH(self) -> None:
+        if not self._authorised():
+            return
+        self._tus_patch()
 
     def _admit(self) -> str | None:
         """Check faults, the token and the name; answer and return None if refused."""
-        failure = self.server.faults.take_failure()
+        if not self._authorised():
+            return None
+
+        parts = urlsplit(self.path)
+        name = unquote(parts.path[len(_PREFIX) :])
+        if not parts.path.startswith(_PREFIX) or not _NAME.fullmatch(name):
+            self._discard_body()
+            self._answer(HTTPStatus.BAD_REQUEST, {"error": "bad file name"})
+            return None
+        return name
+
+    def _authorised(self) -> bool:
+        """Check faults and the token; answer and return False if refused."""
+        failure = self.server.faults.take_failure(self.command)
         if failure is not None:
             status, retry_after = failure
             self._discard_body()
             headers = {"Retry-After": retry_after} if retry_after else {}
             self._answer(status, {"error": "injected failure"}, headers)
-            return None
+            return False
 
         supplied = self.headers.get("Authorization", "")
         wanted = f"Bearer {self.server.token}"
@@ -189,15 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
                 {"error": "missing or wrong bearer token"},
                 {"WWW-Authenticate": "Bearer"},
             )
-            return None
-
-        parts = urlsplit(self.path)
-        name = unquote(parts.path[len(_PREFIX) :])
-        if not parts.path.startswith(_PREFIX) or not _NAME.fullmatch(name):
-            self._discard_body()
-            self._answer(HTTPStatus.BAD_REQUEST, {"error": "bad file name"})
-            return None
-        return name
+            return False
+        return True
 
     def _store(self, name: str, length: int, expected: bytes | None) -> None:
         folder = self.server.folder
@@ -266,6 +356,183 @@ class _Handler(BaseHTTPRequestHandler):
                 while chunk := f.read(CHUNK_SIZE):
                     self.wfile.write(chunk)
 
+    def _tus_create(self) -> None:
+        """``POST``: make an upload and answer its URL."""
+        if not self._tus_version_ok():
+            return
+        length = self.headers.get("Upload-Length", "")
+        try:
+            metadata = _parse_tus_metadata(self.headers.get("Upload-Metadata", ""))
+        except ValueError as exc:
+            self._discard_body()
+            self._tus_error(HTTPStatus.BAD_REQUEST, str(exc))
+            return
+        name = metadata.get("filename", "")
+        self._discard_body()
+        if not length.isdigit():
+            self._tus_error(HTTPStatus.BAD_REQUEST, "Upload-Length needed")
+            return
+        if not _NAME.fullmatch(name):
+            self._tus_error(HTTPStatus.BAD_REQUEST, "a valid filename in metadata")
+            return
+
+        upload = _TusUpload(self.server.folder, secrets.token_hex(16))
+        upload.begin(name, int(length))
+        if int(length) == 0:
+            upload.complete()
+        logger.info("tus upload %s created for %s: %s bytes", upload.id, name, length)
+        self._tus_reply(
+            HTTPStatus.CREATED, {"Location": _TUS_PREFIX + upload.id}, length=True
+        )
+
+    def _tus_head(self) -> None:
+        """``HEAD``: the upload's offset and length, and its receipt once complete."""
+        if not self._authorised():
+            return
+        upload = self._tus_upload()
+        if upload is None:
+            return
+        self._tus_reply(HTTPStatus.OK, upload.headers() | {"Cache-Control": "no-store"})
+
+    def _tus_patch(self) -> None:
+        """``PATCH``: append one chunk at the upload's offset."""
+        if not self._tus_version_ok():
+            return
+        upload = self._tus_upload()
+        if upload is None:
+            return
+        content_type = self.headers.get("Content-Type", "")
+        offset = self.headers.get("Upload-Offset", "")
+        length = self.headers.get("Content-Length", "")
+        if content_type.split(";")[0].strip() != "application/offset+octet-stream":
+            self._discard_body()
+            self._tus_error(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/offset+octet-stream",
+            )
+            return
+        if not offset.isdigit() or not length.isdigit():
+            self._discard_body()
+            self._tus_error(HTTPStatus.BAD_REQUEST, "Upload-Offset and Content-Length")
+            return
+        try:
+            checksum = _parse_tus_checksum(self.headers.get("Upload-Checksum"))
+        except ValueError as exc:
+            self._discard_body()
+            self._tus_error(HTTPStatus.BAD_REQUEST, str(exc))
+            return
+
+        lock = self.server.tus_lock(upload.id)
+        if not lock.acquire(timeout=TUS_LOCK_WAIT):
+            self._discard_body()
+            self._tus_error(HTTPStatus.LOCKED, "another PATCH is writing this upload")
+            return
+        try:
+            self._tus_append(upload, int(offset), int(length), checksum)
+        finally:
+            lock.release()
+
+    def _tus_append(
+        self,
+        upload: _TusUpload,
+        offset: int,
+        length: int,
+        checksum: tuple[str, bytes] | None,
+    ) -> None:
+        state = upload.load()
+        if state is None:
+            self._discard_body()
+            self._tus_error(HTTPStatus.NOT_FOUND, "no such upload")
+            return
+        if offset != upload.offset(state):
+            self._discard_body()
+            self._tus_error(HTTPStatus.CONFLICT, f"offset is {upload.offset(state)}")
+            return
+        if offset + length > state["length"]:
+            self._discard_body()
+            self._tus_error(HTTPStatus.BAD_REQUEST, "chunk goes past Upload-Length")
+            return
+
+        faults = self.server.faults
+        damage, corrupt = faults.take_damage(), faults.take_corruption()
+        drop_after = faults.take_drop(length)
+        received = hashlib.new(checksum[0]) if checksum else None
+        with upload.part.open("r+b") as out:
+            out.seek(offset)
+            remaining = length
+            while remaining:
+                size = min(CHUNK_SIZE, remaining)
+                if drop_after is not None:
+                    size = min(size, max(drop_after - (length - remaining), 0))
+                chunk = self.rfile.read(size) if size else b""
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                if damage:
+                    chunk, damage = bytes([chunk[0] ^ 0xFF]) + chunk[1:], False
+                if received is not None:
+                    received.update(chunk)
+                if corrupt:
+                    chunk, corrupt = bytes([chunk[0] ^ 0xFF]) + chunk[1:], False
+                out.write(chunk)
+
+            if remaining:
+                # Cut short, by the client or by drop_next: keep the bytes that
+                # arrived unless a checksum was promised for the whole chunk.
+                if received is not None:
+                    out.truncate(offset)
+                logger.warning("tus upload %s: PATCH ended early", upload.id)
+                self.close_connection = True
+                return
+            if received is not None and checksum is not None:
+                if not hmac.compare_digest(received.digest(), checksum[1]):
+                    out.truncate(offset)
+                    self._tus_error(460, "checksum mismatch")
+                    return
+
+        if offset + length == state["length"]:
+            upload.complete()
+        self._tus_reply(HTTPStatus.NO_CONTENT, upload.headers(offset_only=True))
+
+    def _tus_upload(self) -> _TusUpload | None:
+        """The upload named by the path, or None after answering 404."""
+        upload_id = urlsplit(self.path).path[len(_TUS_PREFIX) :]
+        upload = _TusUpload(self.server.folder, upload_id)
+        if (
+            not urlsplit(self.path).path.startswith(_TUS_PREFIX)
+            or not _TUS_ID.fullmatch(upload_id)
+            or upload.load() is None
+        ):
+            self._discard_body()
+            self._tus_error(HTTPStatus.NOT_FOUND, "no such upload")
+            return None
+        return upload
+
+    def _tus_version_ok(self) -> bool:
+        if self.headers.get("Tus-Resumable") == TUS_VERSION:
+            return True
+        self._discard_body()
+        self._answer(
+            HTTPStatus.PRECONDITION_FAILED,
+            {"error": f"Tus-Resumable {TUS_VERSION} needed"},
+            {"Tus-Version": TUS_VERSION, "Tus-Resumable": TUS_VERSION},
+        )
+        return False
+
+    def _tus_reply(
+        self, status: int, headers: dict[str, str], *, length: bool = False
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Tus-Resumable", TUS_VERSION)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        if length:
+            self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _tus_error(self, status: int, text: str) -> None:
+        self._answer(status, {"error": text}, {"Tus-Resumable": TUS_VERSION})
+
     def _discard_body(self) -> None:
         length = self.headers.get("Content-Length", "0")
         remaining = int(length) if length.isdigit() else 0
@@ -290,6 +557,103 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+
+class _TusUpload:
+    """One tus upload on disk: ``.tus/<id>.json`` and the partial ``.tus/<id>.part``.
+
+    The state file holds the name, the length and, once complete, the SHA-256 of
+    the stored file; until then the offset is the size of the partial file.
+    """
+
+    def __init__(self, folder: Path, upload_id: str) -> None:
+        self.folder = folder
+        self.id = upload_id
+        self.part = folder / ".tus" / f"{upload_id}.part"
+        self.meta = folder / ".tus" / f"{upload_id}.json"
+
+    def begin(self, name: str, length: int) -> None:
+        self.part.parent.mkdir(exist_ok=True)
+        self.part.touch()
+        self._save({"name": name, "length": length, "sha256": None})
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            state: dict[str, Any] = json.loads(self.meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return state
+
+    def offset(self, state: dict[str, Any]) -> int:
+        if state["sha256"] is not None:
+            return int(state["length"])
+        try:
+            return self.part.stat().st_size
+        except OSError:
+            return 0
+
+    def complete(self) -> None:
+        """Hash the partial file, rename it into place and record the receipt."""
+        state = self.load()
+        assert state is not None
+        digest = hashlib.sha256()
+        with self.part.open("rb") as f:
+            while chunk := f.read(CHUNK_SIZE):
+                digest.update(chunk)
+        os.replace(self.part, self.folder / state["name"])
+        self._save(state | {"sha256": digest.hexdigest()})
+        logger.info(
+            "stored %s by tus: %d bytes, sha256 %s",
+            state["name"],
+            state["length"],
+            digest.hexdigest(),
+        )
+
+    def headers(self, *, offset_only: bool = False) -> dict[str, str]:
+        state = self.load()
+        assert state is not None
+        headers = {"Upload-Offset": str(self.offset(state))}
+        if not offset_only:
+            headers["Upload-Length"] = str(state["length"])
+        if state["sha256"] is not None:
+            headers["Upload-Sha256"] = state["sha256"]
+        return headers
+
+    def _save(self, state: dict[str, Any]) -> None:
+        fd, raw = tempfile.mkstemp(dir=self.meta.parent, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(state, f)
+        os.replace(raw, self.meta)
+
+
+def _parse_tus_metadata(header: str) -> dict[str, str]:
+    """``Upload-Metadata``: comma-separated ``key base64(value)`` pairs."""
+    metadata = {}
+    for pair in header.split(","):
+        key, _, value = pair.strip().partition(" ")
+        if not key:
+            continue
+        try:
+            metadata[key] = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise ValueError(f"Upload-Metadata {key} is not base64 UTF-8") from exc
+    return metadata
+
+
+def _parse_tus_checksum(header: str | None) -> tuple[str, bytes] | None:
+    """``Upload-Checksum: <algorithm> <base64 digest>``, if given."""
+    if header is None:
+        return None
+    algorithm, _, value = header.strip().partition(" ")
+    if algorithm not in TUS_CHECKSUMS:
+        raise ValueError(f"checksum algorithm {algorithm!r} is not supported")
+    try:
+        digest = base64.b64decode(value.strip(), validate=True)
+    except binascii.Error as exc:
+        raise ValueError("Upload-Checksum is not base64") from exc
+    if len(digest) != hashlib.new(algorithm).digest_size:
+        raise ValueError("Upload-Checksum has the wrong length")
+    return algorithm, digest
 
 
 def _parse_content_digest(header: str | None) -> bytes | None:
@@ -384,20 +748,53 @@ class Receiver:
         return f"https://127.0.0.1:{self._port}{_PREFIX}"
 
     def fail_next(
-        self, count: int = 1, status: int = 503, *, retry_after: str | None = None
+        self,
+        count: int = 1,
+        status: int = 503,
+        *,
+        retry_after: str | None = None,
+        method: str | None = None,
     ) -> None:
-        """Answer the next ``count`` requests with ``status`` before anything else."""
+        """Answer the next ``count`` requests with ``status`` before anything else.
+
+        With ``method`` (``"PATCH"``, say) only requests of that method count.
+        """
         faults = self._running().faults
         with faults.lock:
             faults.fail_count = count
             faults.fail_status = status
+            faults.fail_method = method
             faults.retry_after = retry_after
 
     def corrupt_next(self, count: int = 1) -> None:
-        """Store the next ``count`` uploads with their first byte flipped."""
+        """Store the next ``count`` uploads (or tus chunks) with a byte flipped.
+
+        The flip happens after any checksum of the chunk was checked, as a failing
+        disk would do it: only the receipt can tell.
+        """
         faults = self._running().faults
         with faults.lock:
             faults.corrupt_count = count
+
+    def damage_next(self, count: int = 1) -> None:
+        """Flip a byte of the next ``count`` tus chunks as they arrive.
+
+        A chunk sent with ``Upload-Checksum`` then fails it and is answered 460.
+        """
+        faults = self._running().faults
+        with faults.lock:
+            faults.damage_count = count
+
+    def drop_next(self, after: int, count: int = 1) -> None:
+        """Hang up in a tus ``PATCH`` once ``after`` more body bytes were read.
+
+        Bytes are counted across ``PATCH`` requests, so a drop can fall in the
+        middle of any chunk; this happens ``count`` times, ``after`` bytes apart.
+        """
+        faults = self._running().faults
+        with faults.lock:
+            faults.drop_count = count
+            faults.drop_every = faults.drop_budget = after
 
     def _running(self) -> _Server:
         if self._server is None:

@@ -67,9 +67,11 @@ class _Binder:
 
 
 def parse_param(text: str) -> tuple[str, Any]:
-    """Split a ``--param name=value`` string; ISO dates and integers get their type.
+    """Split a ``--param name=value`` string into a name and a text value.
 
-    A comma-separated value (``schools=101,102``) becomes a list.
+    ``YYYY-MM-DD`` becomes a date and a comma-separated value (``schools=101,102``)
+    a list; everything else stays text until ``typed_like`` gives it the type of
+    the same name in the config's ``[params]``.
     """
     name, sep, raw = text.partition("=")
     name = name.strip()
@@ -117,10 +119,27 @@ def _typed(raw: str) -> Any:
             return dt.date.fromisoformat(raw)
         except ValueError:
             return raw
-    if _INT.match(raw) and not (len(raw) > 1 and raw.lstrip("-").startswith("0")):
-        # "0427" stays text: a leading zero means a code, not a number.
-        return int(raw)
     return raw
+
+
+def typed_like(name: str, value: Any, like: Any) -> Any:
+    """``value`` from ``--param`` in the type of ``like``, the config's value.
+
+    An integer in the config makes the override an integer (``school_year``);
+    anything else stays as parsed, so a code such as ``0427`` or ``101`` stays
+    text. A list in the config makes a single value a one-item list.
+    """
+    if isinstance(like, list):
+        items = value if isinstance(value, list) else [value]
+        first = like[0] if like else ""
+        return [typed_like(name, item, first) for item in items]
+    if isinstance(like, bool) or not isinstance(like, int):
+        return value
+    if isinstance(value, str) and _INT.match(value):
+        return int(value)
+    raise TemplateError(
+        f"--param {name}={value!r} is not a whole number, as {name} is in [params]"
+    )
 
 
 def render_query(

@@ -39,12 +39,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import email.utils
 import hashlib
 import json
 import logging
 import os
-import ssl
 import tempfile
 import time
 from collections.abc import Iterator
@@ -62,6 +60,14 @@ from .errors import (
     ExitCode,
     UploadError,
     VerificationError,
+)
+from .https import (
+    check_payload,
+    is_certificate_failure,
+    redact,
+    retry_after,
+    ssl_context,
+    unreadable,
 )
 from .package import Payload
 from .transfer import AttemptLog, Attempts, Receipt, RetryPolicy, one_line
@@ -101,7 +107,7 @@ class TusTarget:
         parts = urlsplit(self.url)
         if parts.scheme != "https" or not parts.hostname:
             raise ConfigError(
-                f"destination.url must be an https:// URL, got {_redact(self.url)!r}; "
+                f"destination.url must be an https:// URL, got {redact(self.url)!r}; "
                 "uploads are never sent unencrypted"
             )
         if parts.username or parts.password:
@@ -181,8 +187,8 @@ def upload_tus(
     payload and the resume state are kept) or refuses the upload, and
     ``VerificationError`` when the server reports other bytes than were sent.
     """
-    _check_payload(payload)
-    context = _ssl_context(target)
+    check_payload(payload)
+    context = ssl_context(target.ca_file)
     timeout = httpx.Timeout(
         connect=target.timeout,
         read=target.timeout,
@@ -222,10 +228,10 @@ def upload_tus(
                 time.sleep(wait)
                 continue
             except _Failed as exc:
-                outcome = "mismatch" if isinstance(exc.error, VerificationError) else ""
+                mismatch = isinstance(exc.error, VerificationError)
                 log.write(
                     number,
-                    outcome or "failed",
+                    "mismatch" if mismatch else "failed",
                     started,
                     offset=record.offset,
                     sent=record.sent,
@@ -301,8 +307,13 @@ class _Upload:
 
         final: httpx.Response | None = None
         with self._open_payload() as source:
-            while offset < self.payload.size:
-                final, offset = self._patch(source, offset, record)
+            try:
+                while offset < self.payload.size:
+                    final, offset = self._patch(source, offset, record)
+            except OSError as exc:
+                # httpx turns network OSErrors into its own exceptions: this
+                # one comes from reading the spool file.
+                raise _Failed(unreadable(self.payload, exc), detail=exc) from exc
 
         return self._verify(final if final is not None else head, record)
 
@@ -316,7 +327,9 @@ class _Upload:
     # The protocol steps, in order.
 
     def _discover(self) -> _Server:
-        response = self._send("OPTIONS", self.target.url, "OPTIONS", tus=False)
+        response = self._send(
+            "OPTIONS", self.target.url, "the OPTIONS request", tus=False
+        )
         if response.status_code not in (200, 204):
             raise self._refused(response, "the OPTIONS request")
 
@@ -391,13 +404,13 @@ class _Upload:
                     self.payload.path.name,
                     offset,
                     length,
-                    _redact(self.url),
+                    redact(self.url),
                 )
             else:
                 logger.warning(
                     "tus upload %s: the server no longer has %s; creating a new upload",
                     self.payload.path.name,
-                    _redact(self.url),
+                    redact(self.url),
                 )
             self.url = None
 
@@ -414,7 +427,7 @@ class _Upload:
             "the creation request",
             headers={
                 "Upload-Length": str(self.payload.size),
-                "Upload-Metadata": _metadata(name=name, sha256=self.payload.sha256),
+                "Upload-Metadata": _metadata(filename=name, sha256=self.payload.sha256),
                 "Content-Length": "0",
             },
         )
@@ -436,7 +449,7 @@ class _Upload:
         if parts.scheme != "https" or _origin(url) != _origin(self.target.url):
             raise _Failed(
                 UploadError(
-                    f"{self.target.origin} answered the upload URL {_redact(url)!r}, "
+                    f"{self.target.origin} answered the upload URL {redact(url)!r}, "
                     f"which is not https on {endpoint.hostname}; the upload would "
                     "leave the encrypted connection; set the server to answer "
                     "relative or https locations (for @tus/server: relativeLocation "
@@ -451,7 +464,7 @@ class _Upload:
         logger.info(
             "tus upload %s created at %s: %d bytes",
             name,
-            _redact(url),
+            redact(url),
             self.payload.size,
         )
         return url
@@ -532,23 +545,24 @@ class _Upload:
     def _verify(self, final: httpx.Response | None, record: _Record) -> str:
         """Prove the arrival as strongly as the server allows; return the level."""
         assert self.url is not None
+        if final is not None and record.status is None:
+            record.status = final.status_code
         receipt = _receipt(final) if final is not None else None
         if receipt is None:
             head = final
             if final is None or final.request.method != "HEAD":
                 head = self._head(self.url)
-            if head is None:
-                raise _Retryable("the server no longer has the completed upload")
-            offset = _required_int(head, "Upload-Offset", self.target.origin)
-            length = _int_header(head, "Upload-Length")
-            if offset != self.payload.size or length not in (None, self.payload.size):
-                raise _Retryable(
-                    f"the server holds {offset} bytes of {length} after completion, "
-                    f"not {self.payload.size}",
-                    status=head.status_code,
+            if head is not None:
+                self._check_complete(head)
+                receipt = _receipt(head)
+            else:
+                # A server may move a finished upload away at once (a hook of
+                # @tus/server can): the completing PATCH's offset is the last word.
+                logger.info(
+                    "tus upload %s: the server moved the finished upload away; "
+                    "relying on the offset of the last PATCH",
+                    self.payload.path.name,
                 )
-            record.status = record.status or head.status_code
-            receipt = _receipt(head)
 
         if receipt is not None:
             self._compare(*receipt, how="reports")
@@ -557,13 +571,25 @@ class _Upload:
             return "read-back"
         return "chunks" if self.all_checksummed else "length"
 
+    def _check_complete(self, head: httpx.Response) -> None:
+        offset = _required_int(head, "Upload-Offset", self.target.origin)
+        length = _int_header(head, "Upload-Length")
+        if offset != self.payload.size or length not in (None, self.payload.size):
+            raise _Retryable(
+                f"the server holds {offset} bytes of {length} after completion, "
+                f"not {self.payload.size}",
+                status=head.status_code,
+            )
+
     def _read_back(self) -> bool:
         """``GET`` the upload and hash it; ``False`` if the server does not serve it."""
         assert self.url is not None
         digest = hashlib.sha256()
         size = 0
         with self._transport_errors(), self.client.stream("GET", self.url) as response:
-            if response.status_code in (401, 403, *_RETRY_STATUSES):
+            # 401 or 403 here means downloads are not allowed, not a bad token:
+            # the same token just wrote the upload.
+            if response.status_code in _RETRY_STATUSES:
                 raise self._refused(response, "the read-back GET")
             if response.status_code != 200:
                 logger.info(
@@ -634,7 +660,7 @@ class _Upload:
         try:
             yield
         except httpx.ConnectError as exc:
-            if _is_certificate_failure(exc):
+            if is_certificate_failure(exc):
                 raise _Failed(
                     UploadError(
                         f"the TLS certificate of {self.target.origin} failed "
@@ -654,7 +680,9 @@ class _Upload:
         text = f"HTTP {status} {response.reason_phrase}".strip()
         if status in _RETRY_STATUSES:
             return _Retryable(
-                f"{text} to {what}", status=status, retry_after=_retry_after(response)
+                f"{what} answered {text}",
+                status=status,
+                retry_after=retry_after(response),
             )
         if status in (401, 403):
             error = UploadError(
@@ -691,7 +719,7 @@ class _Upload:
             logger.info(
                 "tus resume state %s is for %s; starting a new upload at %s",
                 self.state_path,
-                _redact(str(endpoint)),
+                redact(str(endpoint)),
                 self.target.origin,
             )
             return None
@@ -737,7 +765,7 @@ class _Upload:
         try:
             f = self.payload.path.open("rb")
         except OSError as exc:
-            raise _Failed(_unreadable(self.payload, exc), detail=exc) from exc
+            raise _Failed(unreadable(self.payload, exc), detail=exc) from exc
         with f:
             yield f
 
@@ -845,71 +873,7 @@ def _out_of_attempts(
     )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    """Read ``Retry-After`` as seconds, from a number or an HTTP date."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _check_payload(payload: Payload) -> None:
-    try:
-        size = payload.path.stat().st_size
-    except OSError as exc:
-        raise _unreadable(payload, exc) from exc
-    if size != payload.size:
-        raise UploadError(
-            f"payload {payload.path} has {size} bytes, not the {payload.size} "
-            "recorded when it was packaged; package the export again",
-            exit_code=ExitCode.FAILURE,
-        )
-
-
-def _unreadable(payload: Payload, exc: OSError) -> UploadError:
-    return UploadError(
-        f"payload {payload.path} cannot be read ({exc.strerror or exc}); "
-        "package the export again",
-        exit_code=ExitCode.FAILURE,
-    )
-
-
-def _ssl_context(target: TusTarget) -> ssl.SSLContext:
-    if target.ca_file is None:
-        return ssl.create_default_context()
-    try:
-        return ssl.create_default_context(cafile=str(target.ca_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"destination.ca_file {target.ca_file} is not a readable PEM "
-            f"certificate file ({one_line(exc)})"
-        ) from exc
-
-
-def _is_certificate_failure(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
-
-
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     default = 443 if parts.scheme == "https" else 80
     return f"{parts.scheme}://{parts.hostname}:{parts.port or default}"
-
-
-def _redact(url: str) -> str:
-    """Drop credentials, query and fragment from a URL."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"

@@ -15,19 +15,23 @@ log; the token never appears there or in messages.
 from __future__ import annotations
 
 import base64
-import email.utils
 import logging
-import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import httpx
 
 from .errors import ConfigError, ExitCode, UploadError, VerificationError
+from .https import (
+    check_payload,
+    is_certificate_failure,
+    redact,
+    retry_after,
+    ssl_context,
+)
 from .package import Payload
 from .transfer import AttemptLog, Attempts, Receipt, RetryPolicy, one_line
 
@@ -63,7 +67,7 @@ class UploadTarget:
         parts = urlsplit(self.url)
         if parts.scheme != "https" or not parts.hostname:
             raise ConfigError(
-                f"destination.url must be an https:// URL, got {_redact(self.url)!r}; "
+                f"destination.url must be an https:// URL, got {redact(self.url)!r}; "
                 "uploads are never sent unencrypted"
             )
         if parts.username or parts.password:
@@ -132,14 +136,14 @@ def upload_payload(
     in the spool), and ``VerificationError`` when the receiver reports other bytes
     than were sent.
     """
-    _check_payload(payload)
-    context = _ssl_context(target)
+    check_payload(payload)
+    context = ssl_context(target.ca_file)
     if isinstance(log, Path):
         log = AttemptLog(
             log,
             run_id=run_id,
             file=payload.path.name,
-            destination=_redact(target.url + quote(payload.path.name)),
+            destination=redact(target.url + quote(payload.path.name)),
             size=payload.size,
             sha256=payload.sha256,
         )
@@ -195,7 +199,7 @@ def _attempt(
             headers=_headers(payload, target),
         )
     except httpx.ConnectError as exc:
-        if _is_certificate_failure(exc):
+        if is_certificate_failure(exc):
             log.write(number, "failed", started, error=exc)
             raise UploadError(
                 f"the TLS certificate of {target.origin} failed verification "
@@ -215,7 +219,7 @@ def _attempt(
         text = f"HTTP {status} {response.reason_phrase}"
         logger.warning("upload %s attempt %d: %s", payload.path.name, number, text)
         raise _Retryable(
-            text, started, retry_after=_retry_after(response), status=status
+            text, started, retry_after=retry_after(response), status=status
         )
 
     log.write(
@@ -291,20 +295,6 @@ def _retry(log: AttemptLog, number: int, started: float, exc: Exception) -> _Ret
     return _Retryable(one_line(exc), started, cause=exc)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    """Read ``Retry-After`` as seconds, from a number or an HTTP date."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 def _headers(payload: Payload, target: UploadTarget) -> dict[str, str]:
     digest = base64.b64encode(bytes.fromhex(payload.sha256)).decode()
     headers = {
@@ -322,49 +312,3 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as f:
         while chunk := f.read(CHUNK_SIZE):
             yield chunk
-
-
-def _check_payload(payload: Payload) -> None:
-    try:
-        size = payload.path.stat().st_size
-    except OSError as exc:
-        raise UploadError(
-            f"payload {payload.path} cannot be read ({exc.strerror}); "
-            "package the export again",
-            exit_code=ExitCode.FAILURE,
-        ) from exc
-    if size != payload.size:
-        raise UploadError(
-            f"payload {payload.path} has {size} bytes, not the {payload.size} "
-            "recorded when it was packaged; package the export again",
-            exit_code=ExitCode.FAILURE,
-        )
-
-
-def _ssl_context(target: UploadTarget) -> ssl.SSLContext:
-    if target.ca_file is None:
-        return ssl.create_default_context()
-    try:
-        return ssl.create_default_context(cafile=str(target.ca_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"destination.ca_file {target.ca_file} is not a readable PEM "
-            f"certificate file ({one_line(exc)})"
-        ) from exc
-
-
-def _is_certificate_failure(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
-
-
-def _redact(url: str) -> str:
-    """Drop credentials, query and fragment from a URL."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"

@@ -113,13 +113,48 @@ def test_bad_toml(tmp_path: Path) -> None:
         (
             '[[datasets.students.columns]]\nname = "Bad Name"\nheader = "B"\n'
             'kind = "text"',
-            "datasets.students.columns.0.name: String should match pattern",
+            "datasets.students.columns.0.name: must be a query column name",
         ),
         ('[datasets.students.x]\nkind = "id"', "datasets.students.x: unknown key"),
         ('periods = "event"', "datasets.students.periods: only attendance has"),
+        ("period_columns = 3", "datasets.students.period_columns: only attendance"),
         ("max_drop = 2", "datasets.students.max_drop: Input should be less than"),
+        ('max_drop = "0.5"', "datasets.students.max_drop: Input should be a valid"),
+        ('allow_empty = "yes"', "datasets.students.allow_empty: Input should be a"),
+        ("enabled = false", "students data set is required and cannot be disabled"),
+        ('file = "run-report.json"', "must be a plain file name ending in .csv"),
+        (
+            '[[datasets.students.columns]]\nname = "p2"\nheader = "Phone"\n'
+            'kind = "text"',
+            "datasets.students.columns: the header 'phone' appears twice",
+        ),
+        (
+            '[[datasets.students.columns]]\nname = "p2"\nheader = "P2"\n'
+            'kind = "phone"\nmax_length = 12',
+            "a phone column is always 10 digits",
+        ),
+        (
+            '[[datasets.students.columns]]\nname = "p2"\nheader = "Say \\"hi\\""\n'
+            'kind = "text"',
+            "without a double quote",
+        ),
     ],
-    ids=["extension-source", "repeat", "name", "unknown", "periods", "max-drop"],
+    ids=[
+        "extension-source",
+        "repeat",
+        "name",
+        "unknown",
+        "periods",
+        "period-columns",
+        "max-drop",
+        "max-drop-text",
+        "bool-text",
+        "students-off",
+        "reserved-file",
+        "same-header",
+        "phone-length",
+        "quote-in-header",
+    ],
 )
 def test_dataset_settings_mistakes_name_the_key(
     folder: Path, extra: str, message: str
@@ -149,3 +184,21 @@ def test_added_columns_shape_the_data_set(folder: Path) -> None:
     assert dataset.selected_names[-1] == "custom"
     assert "phone_ext" not in dataset.selected_names
     assert dataset.column("custom").is_required
+
+
+def test_two_data_sets_cannot_share_a_file(folder: Path) -> None:
+    (folder / "q" / "staff.sql.j2").write_text("SELECT 1", encoding="utf-8")
+    text = GOOD.replace(
+        '[datasets.students]\ntemplate = "q/students.sql.j2"\n',
+        '[datasets.students]\ntemplate = "q/students.sql.j2"\nfile = "people.csv"\n'
+        '[datasets.staff]\ntemplate = "q/staff.sql.j2"\nfile = "people.csv"\n',
+    )
+    (folder / "connector.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="datasets.staff.file: people.csv is also"):
+        load_job(folder / "connector.toml")
+
+
+def test_gate_limits_default_per_data_set(folder: Path) -> None:
+    (folder / "connector.toml").write_text(GOOD, encoding="utf-8")
+    job = load_job(folder / "connector.toml")
+    assert job.gate_limits("students") == (0.10, False)

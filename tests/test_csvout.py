@@ -3,6 +3,7 @@
 import csv
 import io
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -224,11 +225,56 @@ def test_a_social_security_number_stops_everything(tmp_path: Path) -> None:
         writer.write_batch(order, [(*student("S7"), "SSN 123-45-6789")])
     writer.discard()
     assert str(info.value).startswith(
-        "data set students, row 1 (ID S7), column note: a value looks like a US "
+        "data set students, row 1, column note: a value looks like a US "
         "social security number"
     )
     assert "123-45" not in str(info.value)
     assert target.read_bytes() == b"yesterday"
+
+
+@pytest.mark.parametrize(
+    ("row", "column"),
+    [
+        (student("S1", first="123-45-6789"), "first_name"),  # cleaning drops digits
+        (student("123-45-6789"), "student_id"),  # the ID itself: never printed
+        (student("S1", language="１２３-４５-６７８９"), "language"),
+    ],
+    ids=["in-a-name", "as-the-id", "full-width"],
+)
+def test_the_tripwire_sees_raw_and_cleaned_values(
+    tmp_path: Path, row: tuple[Any, ...], column: str
+) -> None:
+    writer = ExportWriter(STUDENTS, tmp_path / "s.csv", policy=DROP)
+    order = column_order(STUDENTS, STUDENTS.selected_names)
+    with pytest.raises(ExportError) as info:
+        writer.write_batch(order, [student("S0"), row])
+    writer.discard()
+    assert str(info.value).startswith(
+        f"data set students, row 2, column {column}: a value looks like"
+    )
+    assert "6789" not in str(info.value)
+
+
+def test_an_id_is_never_transliterated(tmp_path: Path) -> None:
+    writer = write(
+        STUDENTS, [student("Se1"), student("Sé1")], tmp_path / "s.csv", policy=DROP
+    )
+    assert writer.result.rejections == {"student_id:id_not_ascii": 1}
+    assert writer.result.written == 1
+
+
+def test_a_cut_name_is_noted_per_row(tmp_path: Path) -> None:
+    dataset = build("students")
+    limited = tuple(
+        replace(c, max_length=5) if c.name == "last_name" else c
+        for c in dataset.columns
+    )
+    dataset = replace(dataset, columns=limited)
+    writer = write(dataset, [student("S1", last="Weißmüller")], tmp_path / "s.csv")
+    assert [(n.row, n.id, n.column, n.rule) for n in writer.result.notes] == [
+        (1, "S1", "last_name", "truncated")
+    ]
+    assert writer.result.fixes["last_name:truncated"] == 1
 
 
 def test_the_same_phone_twice_is_reported_not_sent(tmp_path: Path) -> None:

@@ -164,3 +164,17 @@ def test_a_timestamp_gives_the_school_date_whatever_the_host_zone(
         b'"S2","A","03/02/2026",""',
         b'"S3","A","03/02/2026",""',
     ]
+
+
+@pytest.mark.integration
+def test_a_driver_error_never_carries_a_row_value(sis_loaded: None) -> None:
+    from connector.errors import QueryError
+
+    with source("rosariosis") as src, pytest.raises(QueryError) as info:
+        _, batches = src.stream(
+            query("SELECT CAST(last_name AS integer) FROM students"), 10
+        )
+        list(batches)
+    text = str(info.value)
+    assert "invalid input syntax for type integer: <value>" in text
+    assert text.count('"') == 0

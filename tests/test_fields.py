@@ -40,6 +40,7 @@ def clean(kind: Kind, value: Any, limit: int = 255, **kw: Any) -> tuple[str, lis
         ("217-555-0123 (cell)", "2175550123", ["phone_stripped"]),
         ("2175550123", "2175550123", []),
         (2175550123, "2175550123", []),
+        (2175550123.0, "2175550123", []),
         ("217-555-DOGS", "", ["phone_letters"]),
         ("555-0140", "", ["phone_invalid"]),
         (
@@ -162,6 +163,7 @@ def test_too_long_policy_per_kind(
         ("nope", "", ["email_invalid"]),
         ("a@b", "", ["email_invalid"]),
         ("a b@c.org", "", ["email_invalid"]),
+        ("josé@exämple.com", "", ["email_not_ascii"]),
         (None, "", []),
     ],
 )
@@ -174,6 +176,8 @@ def test_email(raw: object, value: str, rules: list[str]) -> None:
     [
         (dt.date(2025, 8, 4), "08/04/2025", []),
         ("2025-08-04", "08/04/2025", []),
+        ("08/04/2025", "08/04/2025", []),
+        ("13/04/2025", "", ["date_invalid"]),
         (dt.datetime(2025, 8, 4, 23, 59), "08/04/2025", []),
         ("2025-08-04 23:59:00", "08/04/2025", []),
         # 04:30 UTC on the 5th is still the 4th in Chicago.

@@ -95,11 +95,42 @@ def test_compare_holds_a_drop_over_the_limit(store: StateStore, tmp_path: Path) 
 
     assert diff.held
     assert diff.reason == (
-        f"20.0% fewer rows than the last send on {baseline.sent_at[:10]} "
-        "(50 -> 40; the limit is 10%)"
+        f"10 of the 50 IDs sent on {baseline.sent_at[:10]} are gone "
+        "(20.0%; the limit is 10%)"
     )
     assert (diff.removed, diff.unchanged) == (10, 40)
     assert diff.as_dict()["held"] is True
+
+
+def test_compare_holds_ids_replaced_even_when_the_count_stays(
+    store: StateStore, tmp_path: Path
+) -> None:
+    rows = students(50)
+    store.record(STUDENTS, write_export(tmp_path / "a.csv", STUDENTS, rows), run_id="r")
+    renamed = [("T" + r[0][1:], *r[1:]) for r in rows]
+
+    diff = store.compare(STUDENTS, write_export(tmp_path / "b.csv", STUDENTS, renamed))
+
+    assert (diff.rows, diff.added, diff.removed) == (50, 50, 50)
+    assert diff.held and diff.reason is not None
+    assert diff.reason.startswith("50 of the 50 IDs sent on")
+
+
+def test_a_damaged_store_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    path.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ConnectorError) as info:
+        StateStore(path)
+    assert str(info.value).startswith(f"gate state store {path} cannot be used")
+    assert "move it aside" in str(info.value)
+
+
+def test_a_store_readable_by_others_is_made_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    StateStore(path).close()
+    path.chmod(0o644)
+    StateStore(path).close()
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
 def test_compare_passes_a_drop_within_the_limit(

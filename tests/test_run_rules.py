@@ -87,7 +87,7 @@ def test_gate_holds_a_drop_and_sends_after_accept_change(
     assert held.returncode == ExitCode.HELD, held.stderr
     [error] = [line for line in held.stderr.splitlines() if line.startswith("error:")]
     assert "send held by the safety gate (students: " in error
-    assert "% fewer rows than the last send" in error
+    assert f"{len(gone)} of the 200 IDs sent on" in error
     assert "--accept-change" in error
     assert (job.output_folder / "students.csv").read_bytes() == sent
     assert (live.folder / "students.csv.gz.pgp").read_bytes() == stored
@@ -259,3 +259,55 @@ def test_a_template_of_the_wrong_shape_names_the_columns(tmp_path: Path) -> None
         "data set attendance: the query's columns do not match (missing period; "
         "unexpected periods)"
     )
+
+
+def test_a_lost_state_store_holds_the_next_send(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,
+) -> None:
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file)
+    assert connector("run", "-c", str(job.path)).returncode == 0
+    job.state_store.unlink()
+
+    held = connector("run", "-c", str(job.path))
+
+    assert held.returncode == ExitCode.HELD, held.stderr
+    assert "no baseline in" in held.stderr and "earlier verified sends" in held.stderr
+    accepted = connector("run", "-c", str(job.path), "--accept-change")
+    assert accepted.returncode == 0, accepted.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace('"Ada"', '"123-45-6789"', 1), "social security"),
+        (lambda t: t.replace("\r\n", "\n"), "quoted and ending in CR LF"),
+        (lambda t: t.replace('"F"\r\n', "F\r\n", 1), "not a record as connector"),
+        (lambda t: t.replace(',"101",', ',"",', 1), "column school: required"),
+        (lambda t: t.replace('"Ada"', '"Ada 2"', 1), "not as the field rules leave"),
+    ],
+    ids=["ssn", "lf", "unquoted", "required", "digit-in-name"],
+)
+def test_a_hand_edited_export_is_refused_by_send(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,
+    edit: Any,
+    message: str,
+) -> None:
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file)
+    assert connector("run", "-c", str(job.path)).returncode == 0
+    export = job.output_folder / "students.csv"
+    text = export.read_bytes().decode("ascii")
+    first = text.split("\r\n")[1].split(",")[1]
+    text = text.replace(first, '"Ada"', 1)
+    export.write_bytes(edit(text).encode("ascii"))
+
+    result = connector("send", "-c", str(job.path), str(export))
+
+    assert result.returncode == ExitCode.FAILURE, result.stderr
+    assert message in result.stderr
+    assert "6789" not in result.stderr

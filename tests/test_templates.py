@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from connector.errors import TemplateError
-from connector.templates import parse_param, render_query
+from connector.templates import parse_param, render_query, typed_like
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -74,16 +74,37 @@ def test_render_empty_list_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("school_year=2025", ("school_year", 2025)),
+        ("school_year=2025", ("school_year", "2025")),
         ("start_date=2025-08-04", ("start_date", dt.date(2025, 8, 4))),
         ("school=0427", ("school", "0427")),
-        ("schools=101,102", ("schools", [101, 102])),
+        ("schools=101,102", ("schools", ["101", "102"])),
         ("term=Fall", ("term", "Fall")),
     ],
-    ids=["int", "date", "leading-zero-code", "list", "text"],
+    ids=["number-as-text", "date", "leading-zero-code", "list", "text"],
 )
 def test_parse_param_types(text: str, expected: tuple[str, object]) -> None:
     assert parse_param(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "like", "typed"),
+    [
+        ("2025", 2024, 2025),
+        ("101", "100", "101"),
+        ("101", ["100"], ["101"]),
+        (["1", "2"], [7], [1, 2]),
+        ("0427", None, "0427"),
+    ],
+)
+def test_a_param_takes_the_type_of_the_config_value(
+    value: object, like: object, typed: object
+) -> None:
+    assert typed_like("p", value, like) == typed
+
+
+def test_a_param_that_should_be_a_number_says_so() -> None:
+    with pytest.raises(TemplateError, match="school_year='2O25' is not a whole number"):
+        typed_like("school_year", "2O25", 2024)
 
 
 @pytest.mark.parametrize("text", ["noequals", "=5", "1x=2"])
