@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Job
-from .csvout import column_order, shape_batch
+from .csvout import column_order, shape_batch, ssn_error
 from .database import ServerInfo, open_source
+from .datasets import Kind
 from .errors import ConnectorError
-from .fields import FIXES
+from .fields import FIXES, looks_like_ssn
 from .pipeline import (
     check_not_empty,
     database_password,
@@ -70,6 +71,12 @@ def check_job(
                     first = next(batches, [])
                 check_not_empty(job, name, len(first))
                 check.preview, changes = shape_batch(dataset, order, first, job.zone)
+                for number, row in enumerate(check.preview, start=1):
+                    for column, value in zip(dataset.columns, row, strict=True):
+                        if column.kind is not Kind.PHONE and looks_like_ssn(
+                            value, column.kind
+                        ):
+                            raise ssn_error(dataset, column, number)
                 issues = Counter(
                     f"{column}:{rule}{'' if rule in FIXES else ' (left empty)'}"
                     for _, column, rule in changes

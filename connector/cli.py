@@ -7,6 +7,7 @@ line on stderr and its exit code; see ``EXIT_CODES``.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -137,7 +138,7 @@ def _print_report(report: Any, folder: Path | None = None) -> None:
             counts = ", ".join(f"{k}={v}" for k, v in sorted(r.fixes.items()))
             typer.echo(f"{r.dataset}: values fixed: {counts}", err=True)
         for label, counter in (
-            ("left empty", r.warnings),
+            ("warnings", r.warnings),
             ("rows rejected", r.rejections),
         ):
             if counter:
@@ -314,23 +315,33 @@ def send(
     Example: connector send -c connector.toml --accept-change
     """
     from .config import load_job
+    from .errors import HeldError
     from .pipeline import pending_exports, send_pending
     from .pipeline import send as run_send
+    from .report import RunReport
 
+    report = RunReport(command="send")
+    folder: Path | None = None
     try:
         job = load_job(config)
+        folder = job.output_folder
         if files:
-            receipts = run_send(
-                job, [p.resolve() for p in files], accept_change=accept_change
+            run_send(
+                job, [p.resolve() for p in files], report, accept_change=accept_change
             )
         elif pending_exports(job):
-            receipts = send_pending(job, accept_change=accept_change).receipts
+            send_pending(job, report, accept_change=accept_change)
         else:
             paths = [job.output_folder / job.export_name(n) for n in job.datasets]
-            receipts = run_send(job, paths, accept_change=accept_change)
+            run_send(job, paths, report, accept_change=accept_change)
+        report.outcome = "sent"
     except ConnectorError as exc:
+        report.outcome = "held" if isinstance(exc, HeldError) else "failed"
+        report.error = str(exc)
+        _write_report(report, folder)
         raise _fail(exc) from None
-    for receipt in receipts:
+    _write_report(report, folder)
+    for receipt in report.receipts:
         typer.echo(_receipt_line(receipt))
 
 
@@ -407,8 +418,18 @@ def demo(
     )
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise ConnectorError(
+        f"stopped by signal {signal.Signals(signum).name}; nothing was replaced: "
+        "the exports and the last sent files are as they were, and an upload "
+        "resumes at the next `connector send` or `connector run`"
+    )
+
+
 def main() -> None:
     """Entry point: anything unexpected is still one line and exit 1."""
+    # A scheduler stops a job with SIGTERM: clean up and report like any failure.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
     except Exception as exc:  # noqa: BLE001 - the last guard before the user

@@ -204,7 +204,7 @@ def package_export(
         )
         return kept
     try:
-        spool_dir.mkdir(parents=True, exist_ok=True)
+        spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise PackageError(
             f"cannot create spool folder {spool_dir}: {exc.strerror}; "

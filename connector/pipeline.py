@@ -83,7 +83,13 @@ def selected(job: Job, names: Iterable[str] | None) -> list[str]:
                 f"data set {name!r} is not enabled in {job.path}; "
                 f"enabled: {', '.join(enabled)}"
             )
-    return chosen
+    if "students" not in chosen and {"staff", "attendance"} & set(chosen):
+        log.warning(
+            "students are not extracted in this run: staff IDs and attendance "
+            "student IDs are not checked against them"
+        )
+    # Students first, so the others can be checked against them.
+    return [name for name in enabled if name in chosen]
 
 
 def database_password(job: Job) -> str | None:
@@ -411,7 +417,7 @@ def _run(
 
     prepared = prepare(job)
     pending = job.pending_folder
-    pending.mkdir(parents=True, exist_ok=True)
+    pending.mkdir(mode=0o700, parents=True, exist_ok=True)
     results = extract(
         job, params=params, folder=pending, report=report, allow_empty=True
     )
@@ -455,6 +461,7 @@ def _publish(job: Job, exports: list[Path]) -> list[Path]:
             continue
         staging = final.with_name(f".{final.name}.publish")
         shutil.copyfile(path, staging)
+        staging.chmod(0o600)  # student records: the owner only
         os.replace(staging, final)
         path.unlink()
         published.append(final)

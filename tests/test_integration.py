@@ -296,3 +296,52 @@ def test_failures_are_one_line_and_keep_yesterdays_file(
     report = json.loads((yesterday.parent / "run-report.json").read_text())
     assert (report["outcome"], report["error"]) == ("failed", errors[0][7:])
     assert wrong not in json.dumps(report)
+
+
+@pytest.mark.integration
+def test_sigterm_stops_cleanly_with_one_line(
+    sis_loaded: None,
+    tmp_path: Path,
+    yesterday: Path,
+    receiver: Receiver,
+    gpg_keys: Keys,
+) -> None:
+    """A scheduler's SIGTERM mid-extract: temporary files go, yesterday's stays."""
+    import signal
+    import time
+
+    assert receiver.ca_file is not None
+    config = write_config(
+        tmp_path, "rosariosis", receiver.url, receiver.ca_file, gpg_keys.public
+    )
+    template = tmp_path / "slow.sql.j2"
+    template.write_text(
+        "SELECT * FROM (\n"
+        + (Path(__file__).parents[1] / "queries/rosariosis/students.sql.j2").read_text()
+        + "\n) s WHERE (SELECT pg_sleep(3)) IS NOT NULL"
+    )
+    text = config.read_text().replace(
+        str(Path(__file__).parents[1] / "queries/rosariosis/students.sql.j2"),
+        str(template),
+    )
+    config.write_text(text)
+    process = subprocess.Popen(
+        [*connector_command(), "run", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "CONNECTOR_SECRET_UPLOAD_TOKEN": TOKEN},
+    )
+    time.sleep(1.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 1, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "stopped by signal SIGTERM" in errors[0]
+    assert "Traceback" not in stderr
+    assert yesterday.read_bytes() == YESTERDAY
+    leftovers = [p.name for p in tmp_path.rglob("*.tmp")]
+    assert leftovers == []
+    report = json.loads((yesterday.parent / "run-report.json").read_text())
+    assert report["outcome"] == "failed"

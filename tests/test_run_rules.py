@@ -311,3 +311,23 @@ def test_a_hand_edited_export_is_refused_by_send(
     assert result.returncode == ExitCode.FAILURE, result.stderr
     assert message in result.stderr
     assert "6789" not in result.stderr
+
+
+def test_exports_are_owner_only_and_send_writes_its_report(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,
+) -> None:
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file)
+    assert connector("run", "-c", str(job.path)).returncode == 0
+    for path in job.output_folder.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path.name
+    assert job.upload_log.stat().st_mode & 0o077 == 0
+
+    sent = connector("send", "-c", str(job.path))
+
+    assert sent.returncode == 0, sent.stderr
+    report = json.loads((job.output_folder / "run-report.json").read_text())
+    assert (report["command"], report["outcome"]) == ("send", "sent")
+    assert len(report["uploads"]) == 3
