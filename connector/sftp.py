@@ -9,15 +9,13 @@ The payload is written to ``.<name>.part`` in the remote folder, resuming from
 what an earlier attempt left there, then renamed to ``<name>``. Drop boxes that
 forbid renaming or looking at a file after upload get ``rename = false``: the
 payload is then written straight to its final name, from the start each time, and
-the arrival cannot be verified. Connection failures, resets and timeouts are tried
-again under the ``RetryPolicy``; every attempt appends one line to the attempt log.
-The passphrase of the key never appears there or in messages.
+only reading it back can verify the arrival. Connection failures, resets and
+timeouts are tried again under the ``RetryPolicy``; every attempt appends one line
+to the attempt log. The passphrase of the key never appears there or in messages.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import io
 import logging
@@ -25,15 +23,17 @@ import posixpath
 import re
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import paramiko
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from paramiko.hostkeys import InvalidHostKey
+from paramiko.ssh_exception import IncompatiblePeer
 
 from .errors import ConfigError, ExitCode, UploadError, VerificationError
 from .package import Payload
@@ -45,8 +45,9 @@ logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
 DESTINATION = "sftp"
-# Read-ahead for read-back: requests in flight at once, 32 KiB each.
-_READ_AHEAD = 64
+# Reads go through a fresh file handle per window of this many bytes (see
+# _remote_chunks).
+_READ_WINDOW = 4 * 1024 * 1024
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
 # Failures another attempt may fix: the network, the server going away, timeouts.
 # Host key and login failures are turned into UploadError before they get here.
@@ -178,11 +179,14 @@ def upload_sftp(payload: Payload, target: SftpTarget, log: AttemptLog) -> Receip
                 "upload %s attempt %d: %s", payload.path.name, number, one_line(exc)
             )
             if wait is None:
+                kept = (
+                    "resumes the part on the server" if target.rename else "starts over"
+                )
                 raise UploadError(
                     f"upload of {payload.path.name} could not reach {target.origin} "
                     f"after {number} attempts: {one_line(exc)}; the payload is kept "
-                    f"in {payload.path}; run `connector send` to try again"
-                    + (", which resumes the part on the server" if target.rename else "")
+                    f"in {payload.path}; run `connector send` to try again (it "
+                    f"{kept})"
                 ) from exc
             time.sleep(wait)
 
@@ -195,8 +199,7 @@ def upload_sftp(payload: Payload, target: SftpTarget, log: AttemptLog) -> Receip
         verification=receipt.verified,
     )
     logger.info(
-        "upload %s stored on %s in %s: %d bytes, sha256 %s, verified by %s, "
-        "attempt %d",
+        "upload %s stored on %s in %s: %d bytes, sha256 %s, verified by %s, attempt %d",
         receipt.name,
         target.origin,
         target.folder,
@@ -226,12 +229,14 @@ def _attempt(
             level = "none"
             if target.read_back:
                 level = _read_back(sftp, final, payload, target)
-            return Receipt(name, payload.size, payload.sha256, level, number, "sftp")
+            return _receipt(payload, level, number, 0)
 
         part = target.remote_path(f".{name}.part")
         offset = _resume_offset(sftp, part, payload, target)
         if offset:
-            logger.info("upload %s resumes at byte %d of %d", name, offset, payload.size)
+            logger.info(
+                "upload %s resumes at byte %d of %d", name, offset, payload.size
+            )
         _send(sftp, payload, part, offset, progress)
         _check_length(sftp, part, payload, target)
         level = "length"
@@ -239,21 +244,32 @@ def _attempt(
             level = _read_back(sftp, part, payload, target)
         _rename(sftp, part, final, target)
         _check_length(sftp, final, payload, target)
-        return Receipt(
-            name, payload.size, payload.sha256, level, number, "sftp", offset
-        )
+        return _receipt(payload, level, number, offset)
     except (FileNotFoundError, PermissionError) as exc:
-        if not transport.is_active():
+        # paramiko gives SFTP refusals no file name; local errors have one.
+        if exc.filename is not None or not transport.is_active():
             raise
         raise UploadError(
-            f"{target.origin} refused access to {exc.filename or target.folder} "
-            f"in destination.remote_folder {target.folder!r} ({one_line(exc)}); "
-            "check that the folder exists and that the account may write there",
+            f"{target.origin} refused access in destination.remote_folder "
+            f"{target.folder!r} ({one_line(exc)}); check that the folder exists "
+            "and that the account may write there",
             exit_code=ExitCode.FAILURE,
         ) from exc
     finally:
         sftp.close()
         transport.close()
+
+
+def _receipt(payload: Payload, level: str, number: int, offset: int) -> Receipt:
+    return Receipt(
+        name=payload.path.name,
+        size=payload.size,
+        sha256=payload.sha256,
+        verified=level,
+        attempts=number,
+        destination=DESTINATION,
+        resumed_from=offset,
+    )
 
 
 def _connect(
@@ -273,7 +289,15 @@ def _connect(
         transport.auth_timeout = target.timeout
         transport.channel_timeout = target.timeout
         pin.prefer_pinned_types(transport)
-        transport.start_client(timeout=target.timeout)
+        try:
+            transport.start_client(timeout=target.timeout)
+        except IncompatiblePeer as exc:
+            raise UploadError(
+                f"{target.origin} and the connector share no SSH algorithms "
+                f"({one_line(exc)}); if destination.known_hosts pins the server, "
+                "it must hold a key type the server still offers",
+                exit_code=ExitCode.FAILURE,
+            ) from exc
         # start_client returns quietly when its timeout runs out.
         if not transport.initial_kex_done:
             raise TimeoutError(
@@ -410,6 +434,7 @@ def _load_key(target: SftpTarget) -> paramiko.PKey:
         ) from exc
 
     passphrase = target.passphrase.encode() if target.passphrase else None
+    loaded: PrivateKeyTypes
     try:
         if b"-----BEGIN OPENSSH PRIVATE KEY-----" in data:
             loaded = serialization.load_ssh_private_key(data, passphrase)
@@ -468,16 +493,16 @@ def _resume_offset(
     # Compare the last chunk: cheap, and catches a part from another payload of
     # the same name (each encryption gives different bytes).
     length = min(size, CHUNK_SIZE)
+    theirs = hashlib.sha256()
     try:
-        with sftp.open(part, "r") as remote:
-            remote.seek(size - length)
-            theirs = hashlib.sha256(_read_exactly(remote, length)).digest()
+        for chunk in _remote_chunks(sftp, part, size - length, size):
+            theirs.update(chunk)
     except PermissionError:
         return 0
     with payload.path.open("rb") as local:
         local.seek(size - length)
-        ours = hashlib.sha256(_read_exactly(local, length)).digest()
-    if theirs != ours:
+        ours = hashlib.sha256(local.read(length))
+    if theirs.digest() != ours.digest():
         logger.warning(
             "upload %s: the part on %s is from other bytes; starting over",
             payload.path.name,
@@ -496,21 +521,37 @@ def _send(
 ) -> None:
     """Write the payload from ``offset`` on, appending to what is there."""
     progress.offset = offset
-    with payload.path.open("rb") as local, sftp.open(
-        remote_path, "a" if offset else "w"
-    ) as remote:
-        if remote.tell() != offset:
-            raise paramiko.SFTPError(
-                f"{remote_path} changed size on the server during the upload"
-            )
-        # Pipelining sends writes without waiting for each answer; errors
-        # surface at the latest when the file is closed.
-        remote.set_pipelined(True)
-        local.seek(offset)
-        while chunk := local.read(CHUNK_SIZE):
-            remote.write(chunk)
-            progress.sent += len(chunk)
-        remote.flush()
+    with payload.path.open("rb") as local:
+        remote = sftp.open(remote_path, "a" if offset else "w", bufsize=0)
+        try:
+            if remote.tell() != offset:
+                raise paramiko.SFTPError(
+                    f"{remote_path} changed size on the server during the upload"
+                )
+            # Pipelining sends writes without waiting for each answer; close()
+            # waits for them all and raises the first error.
+            remote.set_pipelined(True)
+            local.seek(offset)
+            while chunk := local.read(CHUNK_SIZE):
+                remote.write(chunk)
+                progress.sent += len(chunk)
+            remote.close()
+        except BaseException:
+            _abandon(remote)
+            raise
+
+
+def _abandon(remote: paramiko.SFTPFile) -> None:
+    """Close a remote file after a failure without waiting for lost answers.
+
+    A pipelined file would wait on close for answers a broken connection never
+    brings, and try again, raising, when garbage collected.
+    """
+    remote.set_pipelined(False)
+    try:
+        remote.close()
+    except _TRANSIENT:
+        pass
 
 
 def _check_length(
@@ -533,11 +574,10 @@ def _read_back(
     """Stream the stored file back and compare its SHA-256 with the payload's."""
     digest = hashlib.sha256()
     size = 0
-    with sftp.open(remote_path, "r") as remote:
-        remote.prefetch(payload.size, _READ_AHEAD)
-        while chunk := remote.read(CHUNK_SIZE):
-            digest.update(chunk)
-            size += len(chunk)
+    # One byte past the end shows a file longer than the payload.
+    for chunk in _remote_chunks(sftp, remote_path, 0, payload.size + 1):
+        digest.update(chunk)
+        size += len(chunk)
 
     sha256 = digest.hexdigest()
     if size == payload.size and sha256 == payload.sha256:
@@ -578,12 +618,26 @@ def _remove_quietly(sftp: paramiko.SFTPClient, remote_path: str) -> None:
         logger.warning("cannot remove %s: %s", remote_path, one_line(exc))
 
 
-def _read_exactly(f: BinaryIO | paramiko.SFTPFile, length: int) -> bytes:
-    parts: list[bytes] = []
-    while length > 0 and (data := f.read(length)):
-        parts.append(data)
-        length -= len(data)
-    return b"".join(parts)
+def _remote_chunks(
+    sftp: paramiko.SFTPClient, remote_path: str, start: int, end: int
+) -> Iterator[bytes]:
+    """Read bytes ``start`` to ``end`` of a remote file, or up to its end."""
+    position = start
+    while position < end:
+        stop = min(position + _READ_WINDOW, end)
+        # Read-ahead keeps many requests in flight, which a long link needs.
+        # paramiko's can lose track of its requests when limited, then buffer
+        # every later answer (a race around max_concurrent_requests): asking
+        # for one window per handle and closing it bounds what it holds.
+        with sftp.open(remote_path, "r") as remote:
+            remote.seek(position)
+            remote.prefetch(stop)
+            while position < stop:
+                chunk = remote.read(min(CHUNK_SIZE, stop - position))
+                if not chunk:
+                    return
+                position += len(chunk)
+                yield chunk
 
 
 def _check_payload(payload: Payload) -> None:
@@ -601,13 +655,3 @@ def _check_payload(payload: Payload) -> None:
             "recorded when it was packaged; package the export again",
             exit_code=ExitCode.FAILURE,
         )
-
-
-def fingerprint_of(public_key_line: str) -> str:
-    """``SHA256:...`` of an OpenSSH public key line, as ``ssh-keygen -l`` prints."""
-    try:
-        blob = base64.b64decode(public_key_line.split()[1], validate=True)
-    except (IndexError, binascii.Error) as exc:
-        raise ValueError("not an OpenSSH public key line") from exc
-    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode()
-    return "SHA256:" + digest.rstrip("=")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pyodbc
 import pytest
 
+from connector.package import Payload
 from connector.receiver import Receiver
 
 from .sis_expectations import SIS
@@ -151,3 +153,22 @@ def sis_loaded() -> Iterator[None]:
             subprocess.run(["bash", str(loader), sis], check=True, capture_output=True)
         require(_database_ready(sis), f"database {DATABASES[sis]} is not reachable")
     yield
+
+
+def random_payload(
+    folder: Path, size: int, name: str = "students.csv.gz.pgp"
+) -> Payload:
+    """A spooled payload of ``size`` random bytes, as packaging would leave it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return Payload(
+        path=path,
+        size=size,
+        sha256=hashlib.sha256(data).hexdigest(),
+        csv_name=name.split(".gz.")[0],
+        csv_size=0,
+        csv_sha256="",
+        fingerprint="",
+    )

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -31,7 +30,7 @@ from connector.receiver import Receiver, make_certificates
 from connector.transfer import AttemptLog, RetryPolicy
 from connector.tus import TusTarget, upload_tus
 
-from .conftest import require
+from .conftest import random_payload, require
 
 TOKEN = "tus-test-token-never-logged"
 TUS_DIR = Path(__file__).parent / "tus"
@@ -143,19 +142,7 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
 
 
 def _make_payload(folder: Path, size: int) -> Payload:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "students.csv.gz.pgp"
-    data = os.urandom(size)
-    path.write_bytes(data)
-    return Payload(
-        path=path,
-        size=size,
-        sha256=_sha256(data),
-        csv_name="students.csv",
-        csv_size=0,
-        csv_sha256="",
-        fingerprint="",
-    )
+    return random_payload(folder, size)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,6 +19,8 @@ from connector.package import Payload
 from connector.receiver import Receiver, make_certificates
 from connector.upload import UploadTarget, upload_payload
 
+from .conftest import random_payload
+
 TOKEN = "upload-test-token-d0-not-log"
 
 
@@ -31,20 +32,7 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
 
 @pytest.fixture
 def payload(tmp_path: Path) -> Payload:
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    path = spool / "students.csv.gz.pgp"
-    data = os.urandom(200_000)
-    path.write_bytes(data)
-    return Payload(
-        path=path,
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        csv_name="students.csv",
-        csv_size=0,
-        csv_sha256="",
-        fingerprint="",
-    )
+    return random_payload(tmp_path / "spool", 200_000)
 
 
 @pytest.fixture
