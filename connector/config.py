@@ -181,6 +181,7 @@ class DestinationSettings(_Strict):
     token_secret: str | None = None
     ca_file: Path | None = None
     chunk_size: int = Field(strict=True, default=8 * 1024 * 1024, ge=64 * 1024)
+    proxy: str | None = Field(default=None, pattern=r"^https?://[^@\s]+$")
     # sftp
     host: str | None = None
     port: int = Field(strict=True, default=22, ge=1, le=65535)

@@ -113,6 +113,7 @@ def _open(job: Job, policy: RetryPolicy) -> Destination:
                 backoff=settings.backoff,
                 max_wait=settings.max_wait,
                 deadline=settings.deadline,
+                proxy=settings.proxy,
             )
         )
     if settings.kind == "tus":
@@ -128,6 +129,7 @@ def _open(job: Job, policy: RetryPolicy) -> Destination:
                 chunk_size=settings.chunk_size,
                 policy=policy,
                 read_back=settings.read_back,
+                proxy=settings.proxy,
             ),
             job.state_folder,
         )

@@ -102,6 +102,8 @@ class TusTarget:
     chunk_size: int = 8 * 1024 * 1024
     policy: RetryPolicy = RetryPolicy()
     read_back: bool = False
+    proxy: str | None = None
+    """An HTTP(S) proxy URL; unset, the standard HTTPS_PROXY/NO_PROXY apply."""
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -198,7 +200,9 @@ def upload_tus(
     headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
     attempts = Attempts(target.policy)
 
-    with httpx.Client(verify=context, timeout=timeout, headers=headers) as client:
+    with httpx.Client(
+        verify=context, timeout=timeout, headers=headers, proxy=target.proxy
+    ) as client:
         upload = _Upload(client, payload, target, state_dir)
         while True:
             number = attempts.start()

@@ -62,6 +62,8 @@ class UploadTarget:
     backoff: float = 2.0
     max_wait: float = 120.0
     deadline: float = 3600.0
+    proxy: str | None = None
+    """An HTTP(S) proxy URL; unset, the standard HTTPS_PROXY/NO_PROXY apply."""
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -154,7 +156,9 @@ def upload_payload(
         pool=target.timeout,
     )
     attempts = Attempts(target.policy)
-    with httpx.Client(verify=context, timeout=timeout, trust_env=True) as client:
+    with httpx.Client(
+        verify=context, timeout=timeout, trust_env=True, proxy=target.proxy
+    ) as client:
         while True:
             number = attempts.start()
             try:
