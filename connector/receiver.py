@@ -50,6 +50,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import socket
 import ssl
 import sys
@@ -167,6 +168,7 @@ class _Server(ThreadingHTTPServer):
         self.context = context
         self.folder = folder
         self.token = token
+        self.decrypt_key: Path | None = None
         self.faults = _Faults()
         self.tus_guard = threading.Lock()
         self.tus_locks: dict[str, threading.Lock] = {}
@@ -327,6 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         receipt = {"name": name, "size": length, "sha256": stored.hexdigest()}
         logger.info("stored %s: %d bytes, sha256 %s", name, length, receipt["sha256"])
+        _decrypt(self.server.decrypt_key, folder / name)
         self._answer(HTTPStatus.CREATED, receipt)
 
     def _serve(self, with_body: bool) -> None:
@@ -380,6 +383,7 @@ class _Handler(BaseHTTPRequestHandler):
         upload.begin(name, int(length))
         if int(length) == 0:
             upload.complete()
+            _decrypt(self.server.decrypt_key, self.server.folder / upload.name)
         logger.info("tus upload %s created for %s: %s bytes", upload.id, name, length)
         self._tus_reply(
             HTTPStatus.CREATED, {"Location": _TUS_PREFIX + upload.id}, length=True
@@ -492,6 +496,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         if offset + length == state["length"]:
             upload.complete()
+            _decrypt(self.server.decrypt_key, self.server.folder / upload.name)
         self._tus_reply(HTTPStatus.NO_CONTENT, upload.headers(offset_only=True))
 
     def _tus_upload(self) -> _TusUpload | None:
@@ -576,6 +581,12 @@ class _TusUpload:
         self.part.parent.mkdir(exist_ok=True)
         self.part.touch()
         self._save({"name": name, "length": length, "sha256": None})
+
+    @property
+    def name(self) -> str:
+        state = self.load()
+        assert state is not None
+        return str(state["name"])
 
     def load(self) -> dict[str, Any] | None:
         try:
@@ -677,6 +688,36 @@ def _parse_content_digest(header: str | None) -> bytes | None:
     return None
 
 
+def _decrypt(key: Path | None, payload: Path) -> None:
+    """With a secret key, decrypt and unzip a stored payload into ``decrypted/``.
+
+    As the service would on its side: the CSV appears under its own name, written
+    to a temporary file first. Failures are logged, never fatal to the upload.
+    """
+    if key is None or not payload.name.endswith(".gz.pgp"):
+        return
+    import gzip
+
+    import pysequoia
+
+    target = payload.parent / "decrypted" / payload.name.removesuffix(".gz.pgp")
+    target.parent.mkdir(mode=0o700, exist_ok=True)
+    gz = target.with_name(f".{target.name}.gz.tmp")
+    temp = target.with_name(f".{target.name}.tmp")
+    try:
+        secret = pysequoia.Tsk.from_file(str(key))
+        pysequoia.decrypt_file(payload, gz, decryptor=secret.decryptor(None))
+        with gzip.open(gz, "rb") as src, temp.open("wb") as out:
+            shutil.copyfileobj(src, out, CHUNK_SIZE)
+        os.replace(temp, target)
+        logger.info("decrypted %s into %s", payload.name, target)
+    except Exception as exc:  # noqa: BLE001 - the upload itself succeeded
+        logger.warning("could not decrypt %s: %s", payload.name, exc)
+    finally:
+        gz.unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
+
+
 class Receiver:
     """The receiver, run in a background thread of this process.
 
@@ -693,8 +734,10 @@ class Receiver:
         port: int = 0,
         *,
         tls_dir: Path | None = None,
+        decrypt_key: Path | None = None,
     ) -> None:
         self.folder = folder
+        self.decrypt_key = decrypt_key
         self._token = token
         self._port = port
         self._tls_dir = tls_dir if tls_dir is not None else folder / ".tls"
@@ -715,6 +758,7 @@ class Receiver:
         self._server = _Server(
             ("127.0.0.1", self._port), context, self.folder, self._token
         )
+        self._server.decrypt_key = self.decrypt_key
         self._port = self._server.server_address[1]
         self.ca_file = ca_file
         self._thread = threading.Thread(
@@ -824,6 +868,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--token-file", type=Path, required=True, help="file holding the bearer token"
     )
+    parser.add_argument(
+        "--decrypt-key",
+        type=Path,
+        help="the receiver's OpenPGP secret key: each stored .gz.pgp payload is "
+        "also decrypted and unzipped into FOLDER/decrypted/",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -834,7 +884,9 @@ def main(argv: list[str] | None = None) -> int:
     if not token:
         parser.error(f"--token-file {args.token_file} is empty")
 
-    receiver = Receiver(args.folder, token, args.port).start()
+    receiver = Receiver(
+        args.folder, token, args.port, decrypt_key=args.decrypt_key
+    ).start()
     sys.stderr.write(
         f"receiver URL: {receiver.url}\nCA certificate: {receiver.ca_file}\n"
     )

@@ -207,11 +207,14 @@ def upload_tus(
         while True:
             number = attempts.start()
             started = time.monotonic()
-            record = _Record()
+            # Until the server answers, the attempt starts where the last one
+            # left the upload; progress is measured against that.
+            before = upload.confirmed
+            record = _Record(offset=before)
             try:
                 level = upload.attempt(record)
             except _Retryable as exc:
-                if upload.moved_forward(record):
+                if upload.moved_forward(before):
                     attempts.progressed()
                 wait = attempts.failed(exc.retry_after)
                 outcome = "retry" if wait is not None else "failed"
@@ -321,8 +324,9 @@ class _Upload:
 
         return self._verify(final if final is not None else head, record)
 
-    def moved_forward(self, record: _Record) -> bool:
-        return self.url is not None and self.confirmed > record.offset
+    def moved_forward(self, since: int) -> bool:
+        """Whether the server confirmed more bytes than ``since``."""
+        return self.url is not None and self.confirmed > since
 
     def forget(self) -> None:
         """Remove the resume state once the upload is verified."""

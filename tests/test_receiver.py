@@ -148,3 +148,39 @@ def test_make_certificates_files(tmp_path: Path) -> None:
     assert b"BEGIN CERTIFICATE" in chain.read_bytes()
     assert b"PRIVATE KEY" in key.read_bytes()
     assert key.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("kind", ["https", "tus"])
+def test_the_receiver_can_decrypt_what_it_stores(tmp_path: Path, kind: str) -> None:
+    """With the service's secret key, the receiver shows the CSV as it arrived."""
+    from connector.package import make_keypair, package_export
+    from connector.transfer import AttemptLog
+
+    csv = b'"Student ID"\r\n"S1"\r\n'
+    export = tmp_path / "students.csv"
+    export.write_bytes(csv)
+    public, secret = make_keypair(tmp_path / "keys")
+    payload = package_export(export, tmp_path / "spool", public)
+    log = AttemptLog(
+        tmp_path / "log.jsonl",
+        run_id="t",
+        file=payload.path.name,
+        destination=kind,
+        size=payload.size,
+        sha256=payload.sha256,
+    )
+    with Receiver(tmp_path / "in", "tok", decrypt_key=secret) as receiver:
+        assert receiver.ca_file is not None
+        if kind == "https":
+            from connector.upload import UploadTarget, upload_payload
+
+            upload_payload(
+                payload, UploadTarget(receiver.url, "tok", receiver.ca_file), log
+            )
+        else:
+            from connector.tus import TusTarget, upload_tus
+
+            target = TusTarget(receiver.url, "tok", receiver.ca_file)
+            upload_tus(payload, target, log, tmp_path / "state")
+
+    assert (tmp_path / "in" / "decrypted" / "students.csv").read_bytes() == csv
