@@ -12,7 +12,9 @@ The tree::
     ├── PackageError               exit 1: compressing or encrypting failed
     ├── UploadError                exit 4: the receiver could not be reached in time
     │   └── VerificationError      exit 5: the receiver holds other bytes than we sent
-    └── HeldError                  exit 6: the safety gate held the send
+    ├── HeldError                  exit 6: the safety gate held the send
+    ├── AlreadyDoneError           exit 7: this business date was already sent
+    └── LockedError                exit 8: another run of this config is running
 
 The library raises these and never prints or exits; ``connector.cli`` turns them into
 one line on stderr and the exit code.
@@ -31,6 +33,8 @@ class ExitCode:
     RETRY_LATER = 4
     VERIFICATION_FAILED = 5
     HELD = 6
+    ALREADY_DONE = 7
+    LOCKED = 8
 
 
 class ConnectorError(Exception):
@@ -95,3 +99,15 @@ class HeldError(ConnectorError):
     """The safety gate held a send: an empty export or too many rows gone."""
 
     exit_code = ExitCode.HELD
+
+
+class AlreadyDoneError(ConnectorError):
+    """The business date was already sent; ``--force`` sends it again."""
+
+    exit_code = ExitCode.ALREADY_DONE
+
+
+class LockedError(ConnectorError):
+    """Another run of the same config holds the run lock."""
+
+    exit_code = ExitCode.LOCKED
