@@ -46,6 +46,21 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+def check_upload_url(url: str) -> None:
+    """An upload URL is https, names a host and carries no credentials."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(
+            f"destination.url must be an https:// URL, got {redact(url)!r}; "
+            "uploads are never sent unencrypted"
+        )
+    if parts.username or parts.password:
+        raise ConfigError(
+            "destination.url must not carry credentials; "
+            "put the token in destination.token_secret"
+        )
+
+
 def retry_after(response: httpx.Response) -> float | None:
     """Read ``Retry-After`` as seconds, from a number or an HTTP date."""
     value = response.headers.get("Retry-After")

@@ -63,6 +63,7 @@ from .errors import (
 )
 from .https import (
     check_payload,
+    check_upload_url,
     is_certificate_failure,
     redact,
     retry_after,
@@ -106,17 +107,7 @@ class TusTarget:
     """An HTTP(S) proxy URL; unset, the standard HTTPS_PROXY/NO_PROXY apply."""
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme != "https" or not parts.hostname:
-            raise ConfigError(
-                f"destination.url must be an https:// URL, got {redact(self.url)!r}; "
-                "uploads are never sent unencrypted"
-            )
-        if parts.username or parts.password:
-            raise ConfigError(
-                "destination.url must not carry credentials; "
-                "put the token in destination.token_secret"
-            )
+        check_upload_url(self.url)
         if self.timeout <= 0:
             raise ConfigError("destination.timeout must be positive")
         if self.chunk_size < 1:

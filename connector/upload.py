@@ -27,6 +27,7 @@ import httpx
 from .errors import ConfigError, ExitCode, UploadError, VerificationError
 from .https import (
     check_payload,
+    check_upload_url,
     is_certificate_failure,
     redact,
     retry_after,
@@ -66,17 +67,7 @@ class UploadTarget:
     """An HTTP(S) proxy URL; unset, the standard HTTPS_PROXY/NO_PROXY apply."""
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme != "https" or not parts.hostname:
-            raise ConfigError(
-                f"destination.url must be an https:// URL, got {redact(self.url)!r}; "
-                "uploads are never sent unencrypted"
-            )
-        if parts.username or parts.password:
-            raise ConfigError(
-                "destination.url must not carry credentials; "
-                "put the token in destination.token_secret"
-            )
+        check_upload_url(self.url)
         if not self.url.endswith("/"):
             object.__setattr__(self, "url", self.url + "/")
         if self.attempts < 1:
