@@ -331,3 +331,49 @@ def test_exports_are_owner_only_and_send_writes_its_report(
     report = json.loads((job.output_folder / "run-report.json").read_text())
     assert (report["command"], report["outcome"]) == ("send", "sent")
     assert len(report["uploads"]) == 3
+
+
+@pytest.mark.parametrize(
+    "token",
+    [TOKEN + " ", TOKEN + "\nsecond line", "tökén-" + TOKEN, ""],
+    ids=["trailing-space", "two-lines", "non-ascii", "empty"],
+)
+@pytest.mark.parametrize("kind", ["https", "tus"])
+def test_a_malformed_token_stops_before_any_upload_and_is_never_shown(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,
+    token: str,
+    kind: str,
+) -> None:
+    """A token the HTTP library would refuse (its error shows the header value)
+    is caught before anything is extracted or sent, naming only the secret."""
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "upload-token").write_text(token)
+    (secrets / "upload-token").chmod(0o600)
+    config = job.path.read_text().replace(
+        "[destination]",
+        f'[secrets]\nfolder = "{secrets}"\n[destination]\nkind = "{kind}"',
+    )
+    job.path.write_text(config)
+
+    result = subprocess.run(
+        [*connector_command(), "run", "-c", str(job.path)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+
+    assert result.returncode == ExitCode.SECRETS_OR_AUTH, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: secret 'upload-token' (destination.token_secret)")
+    everything = result.stdout + result.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".jsonl", ".log", ".csv"):
+            everything += path.read_text(errors="replace")
+    assert TOKEN not in everything
+    assert list(live.folder.glob("*")) == []
