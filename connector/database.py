@@ -314,6 +314,8 @@ class OdbcSource:
                         rows = cursor.fetchmany(batch_size)
                     except pyodbc.Error as exc:
                         raise _query_error(query, exc, self._password) from None
+                    except UnicodeDecodeError as exc:
+                        raise undecodable(query, exc) from None
                     if not rows:
                         return
                     yield [tuple(r) for r in rows]
@@ -355,9 +357,10 @@ class OdbcSource:
 
 
 # Database messages that quote a row's value: "invalid input syntax for type
-# integer: "Lopez"", MySQL's "Incorrect integer value: 'Lopez' for column".
+# integer: "Lopez"", MySQL's "Incorrect integer value: 'Lopez' for column",
+# SQLite's "Could not decode to UTF-8 column 'first_name' with text 'Jos?'".
 _QUOTED_VALUE = re.compile(
-    r"((?:syntax for type \w+|value|key|Key)[ :(]*)"
+    r"((?:syntax for type \w+|value|key|Key|with text)[ :(]*)"
     r"""("[^"]*"|'[^']*'|\([^)]*\)=\([^)]*\))"""
 )
 
@@ -365,6 +368,19 @@ _QUOTED_VALUE = re.compile(
 def scrub_values(text: str) -> str:
     """Replace row values a database quoted in an error message with ``<value>``."""
     return _QUOTED_VALUE.sub(r"\1<value>", text)
+
+
+def undecodable(query: Query, exc: UnicodeDecodeError) -> QueryError:
+    """A fetched text that is not in the encoding the connection decodes with.
+
+    Python's message names one byte and its position, never the value.
+    """
+    byte = exc.object[exc.start : exc.start + 1].hex()
+    return QueryError(
+        f"query from {query.template}: a text value is not valid {exc.encoding} "
+        f"(byte 0x{byte}: {exc.reason}); the database holds text in another "
+        "encoding: set source.encoding to it (see drivers.md, text decoding)"
+    )
 
 
 def _query_error(query: Query, exc: Any, secret: str | None) -> QueryError:

@@ -377,3 +377,47 @@ def test_a_malformed_token_stops_before_any_upload_and_is_never_shown(
             everything += path.read_text(errors="replace")
     assert TOKEN not in everything
     assert list(live.folder.glob("*")) == []
+
+
+@pytest.mark.parametrize("via", ["url", "odbc"])
+def test_a_text_in_another_encoding_is_named_never_shown(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    via: str,
+) -> None:
+    """A Latin-1 name in a UTF-8 database: the error says what to set and never
+    prints the name (SQLite's own message quotes it)."""
+    db = tmp_path / "sis.db"
+    shutil.copy(district / "sis.db", db)
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE students SET first_name = CAST(X'4A6F73E9' AS TEXT) "
+            "WHERE id = (SELECT MIN(id) FROM students)"
+        )
+    source = (
+        f'url = "sqlite:///{db}"'
+        if via == "url"
+        else f'odbc = "DRIVER={{SQLite3}};Database={db}"'
+    )
+    folder = f'kind = "folder"\npath = "{tmp_path}"\n'
+    keys = f'recipient_cert = "{district / "keys" / "recipient.asc"}"'
+    job = make_job(
+        tmp_path, district, "", Path(), db=db, source=source, destination=folder + keys
+    )
+
+    result = subprocess.run(
+        [*connector_command(), "extract", "-c", str(job.path)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+
+    assert result.returncode == ExitCode.FAILURE, result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "students.sql.j2" in line
+    assert "Jos" not in result.stdout + result.stderr
+    if via == "odbc":
+        assert "set source.encoding" in line
+    report = (job.output_folder / "run-report.json").read_text()
+    assert "Jos" not in report
