@@ -191,9 +191,7 @@ def _toml(value: Any) -> str:
 def render_config(pack: Pack, answers: Answers) -> str:
     """The commented ``connector.toml`` text for ``pack``."""
     odbc = connection_string(pack, answers)
-    status = (
-        "tested live" if pack.tested_live else "NOT yet tried on a live database"
-    )
+    status = "tested live" if pack.tested_live else "NOT yet tried on a live database"
     lines = [
         f"# connector config for {pack.title} ({pack.kind.label}), written by",
         f"# `connector init --sis {pack.name}`. The templates beside this file come",
@@ -236,7 +234,7 @@ def render_config(pack: Pack, answers: Answers) -> str:
         'folder = "exports"             # the last exports the receiver verified',
         "",
         "[destination]",
-        '# Ask the service for its upload URL, token and OpenPGP public key.',
+        "# Ask the service for its upload URL, token and OpenPGP public key.",
         'kind = "https"                 # or "tus", "sftp", "folder" (README)',
         f"url = {_toml(answers.upload_url)}",
         'token_secret = "upload-token"',
