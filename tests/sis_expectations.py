@@ -439,7 +439,8 @@ OPENEMIS_COUNTS = {
         FROM institution_staff ins
         INNER JOIN staff_statuses x ON x.id = ins.staff_status_id
         WHERE x.code = 'ASSIGNED'
-          AND (ins.end_date IS NULL OR ins.end_date >= LEAST(CURDATE(), '2026-06-05'))""",
+          AND (ins.end_date IS NULL
+               OR ins.end_date >= LEAST(CURDATE(), '2026-06-05'))""",
 }
 
 SIS["rosariosis-mysql"] = {
