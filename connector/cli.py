@@ -449,9 +449,13 @@ def init(
         raise _fail(exc) from None
     for path in done.files:
         typer.echo(str(path))
+    secret = (
+        f", store the database password as the secret {setup.PASSWORD_SECRET!r}"
+        if done.needs_password
+        else ""
+    )
     typer.echo(
-        f"next: edit {done.config} (server, destination), store the password as "
-        f"the secret {setup.PASSWORD_SECRET!r}, then "
+        f"next: edit {done.config} (server, destination){secret}, then "
         f"connector test -c {done.config}",
         err=True,
     )

@@ -96,6 +96,7 @@ class Setup:
 
     config: Path
     files: list[Path] = field(default_factory=list)
+    needs_password: bool = True
 
 
 def packs_folder() -> Path:
@@ -275,6 +276,7 @@ def write_setup(
                 )
 
     text = render_config(pack, answers)
+    _check_settings(text)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for source, target in copies:
@@ -282,7 +284,22 @@ def write_setup(
         config.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write into {folder}: {exc}") from exc
-    return Setup(config=config, files=targets)
+    needs_password = not answers.integrated and not answers.odbc
+    return Setup(config=config, files=targets, needs_password=needs_password)
+
+
+def _check_settings(text: str) -> None:
+    # A bad --odbc or --upload-url is refused now, not at the first test.
+    from pydantic import ValidationError
+
+    from .config import Settings, _first_problem
+
+    try:
+        Settings.model_validate(tomllib.loads(text))
+    except ValidationError as exc:
+        raise ConfigError(
+            f"connector init: {_first_problem(exc)}; nothing was written"
+        ) from None
 
 
 Ask = Callable[[str, str, Sequence[str] | None], str]

@@ -464,21 +464,166 @@ SIS["openemis"] = {
     },
 }
 
-# A few rows of each export, field by field (headers as written), read from the
-# source tables by hand. Attendance rows are (Student ID, Absence Date) keys.
+
+# A few rows of each export, field by field (headers as written), checked by
+# hand against the source tables (see each pack's README for the rules).
+def _row(dataset: str, *values: str) -> dict[str, str]:
+    headers = {
+        "students": (
+            "Student ID",
+            "First Name",
+            "Last Name",
+            "Phone",
+            "School",
+            "Language",
+            "Alternate Phone",
+            "Email",
+            "Grade",
+            "Gender",
+        ),
+        "attendance": ("Student ID", "Absence Code", "Absence Date", "Periods Missed"),
+        "staff": (
+            "Staff ID",
+            "Last Name",
+            "First Name",
+            "Phone",
+            "School",
+            "Language",
+            "Title",
+            "Alternate Phone",
+            "Email",
+        ),
+    }[dataset]
+    return dict(zip(headers, values, strict=True))
+
+
+_ROSARIO_ROWS = {
+    # household phone of the primary residence first, then the custody
+    # contact's cell; the first custody e-mail; Female -> F
+    "students": [
+        _row(
+            "students",
+            "2",
+            "Hannah",
+            "Abdi",
+            "6305550148",
+            "0427",
+            "English",
+            "8475550172",
+            "abdi_arjun@example.org",
+            "06",
+            "F",
+        )
+    ],
+    # seven periods coded M (Medical / Illness) by the office
+    "attendance": [_row("attendance", "6", "M", "09/16/2024", "7")],
+    "staff": [
+        _row(
+            "staff",
+            "T4",
+            "Ozturk",
+            "Aaliyah",
+            "7085550111",
+            "1",
+            "",
+            "Principal",
+            "7735550148",
+            "aaliyah.ozturk@springfield-sd.example.org",
+        )
+    ],
+}
 KNOWN_ROWS: dict[str, dict[str, list[dict[str, str]]]] = {
+    "rosariosis": _ROSARIO_ROWS,
+    "rosariosis-mysql": _ROSARIO_ROWS,
+    "opensis": {
+        "students": [
+            _row(
+                "students",
+                "1",
+                "Vihaan",
+                "Ahuja",
+                "3125550143",
+                "1",
+                "English",
+                "8475550129",
+                "emma.ahuja@example.org",
+                "11",
+                "M",
+            )
+        ],
+        "staff": [
+            _row(
+                "staff",
+                "T1",
+                "Ghosh",
+                "Bob",
+                "",
+                "1",
+                "English",
+                "Super Administrator",
+                "",
+                "bob@os4ed.com",
+            )
+        ],
+    },
+    "gibbon": {
+        # the form-group register says Absent, reason Other; three lessons
+        "attendance": [_row("attendance", "876", "Other", "09/09/2025", "3")],
+        "staff": [
+            _row(
+                "staff",
+                "T119",
+                "Schultz",
+                "Nathan",
+                "",
+                "Gibbon",
+                "",
+                "Teaching",
+                "",
+                "119@gibbon.localhost",
+            )
+        ],
+    },
     "openemis": {
+        # the mother (relation order 1): preferred mobile, then home phone;
+        # Spanish has the code es; openemis_no keeps its leading zero
+        "students": [
+            _row(
+                "students",
+                "0066131560",
+                "David",
+                "Lee",
+                "8155550170",
+                "1205",
+                "es",
+                "7085550131",
+                "siobhan.lee@example.com",
+                "G08",
+                "M",
+            )
+        ],
         # absence id 24: Thursday 2025-09-04 to Monday 09-08, Illness: the
         # weekend in between is not a school day
         "attendance": [
-            {
-                "Student ID": "7401128283",
-                "Absence Code": "ILL",
-                "Absence Date": d,
-                "Periods Missed": "",
-            }
+            _row("attendance", "7401128283", "ILL", d, "")
             for d in ("09/04/2025", "09/05/2025", "09/08/2025")
+        ],
+        # work phone with an extension: the digits stay, the extension goes
+        "staff": [
+            _row(
+                "staff",
+                "0077737931",
+                "Washington",
+                "Thao",
+                "3125550158",
+                "1205",
+                "en",
+                "Teacher",
+                "3125550144",
+                "thao.washington@springfield-sd.example.org",
+            )
         ],
     },
 }
+# (Student ID, Absence Date) pairs that must not be in the attendance export.
 ABSENT_ROWS = {"openemis": [("7401128283", "09/06/2025"), ("7401128283", "09/07/2025")]}

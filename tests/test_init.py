@@ -13,9 +13,11 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
+import pyodbc
 import pytest
 
 from connector.datasets import DATASETS
@@ -92,16 +94,18 @@ def test_init_then_run_on_real_sis(
         accented["first_name"],
         accented["last_name"],
     )
-    attendance = {
-        (r["Student ID"], r["Absence Date"]): r
-        for r in csv_rows(exports / "attendance.csv")
-    }
-    for name, known in KNOWN_ROWS.get(sis, {}).items():
-        if name == "attendance":
-            for want in known:
-                assert attendance[(want["Student ID"], want["Absence Date"])] == want
+    keys = {"students": ("Student ID",), "staff": ("Staff ID",)}
+    keys["attendance"] = ("Student ID", "Absence Date")
+    for name, known in KNOWN_ROWS[sis].items():
+        written = {
+            tuple(r[k] for k in keys[name]): r
+            for r in csv_rows(exports / f"{name}.csv")
+        }
+        for want in known:
+            assert written[tuple(want[k] for k in keys[name])] == want, name
+    attendance = csv_rows(exports / "attendance.csv")
     for key in ABSENT_ROWS.get(sis, []):
-        assert key not in attendance
+        assert key not in {(r["Student ID"], r["Absence Date"]) for r in attendance}
 
 
 def test_list_shows_every_pack_from_the_installed_script() -> None:
@@ -259,3 +263,110 @@ def test_init_asks_in_a_terminal(tmp_path: Path) -> None:
     assert (tmp_path / "students.sql.j2").read_bytes() == (
         ROOT / "queries/aeries/students.sql.j2"
     ).read_bytes()
+
+
+def fetch(connection: str, template: Path, params: dict[str, object]) -> list[tuple]:
+    from connector.templates import render_query
+
+    query = render_query(template, params)
+    with pyodbc.connect(connection) as conn:
+        return [tuple(r) for r in conn.execute(query.sql, query.params).fetchall()]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_rosariosis_mysql_pack_gives_the_postgresql_packs_rows(
+    dataset: str, sis_loaded: None
+) -> None:
+    """The same seed loaded in both servers: the two packs return the same rows."""
+    params = SIS["rosariosis"]["params"]
+
+    on_postgres = fetch(
+        SIS["rosariosis"]["connection"],
+        ROOT / "queries/rosariosis" / f"{dataset}.sql.j2",
+        params,
+    )
+    on_mariadb = fetch(
+        SIS["rosariosis-mysql"]["connection"],
+        ROOT / "queries/rosariosis-mysql" / f"{dataset}.sql.j2",
+        params,
+    )
+
+    assert len(on_postgres) == SIS["rosariosis"]["expected_rows"][dataset]
+    assert on_mariadb == on_postgres
+
+
+OPENEMIS_ATTENDANCE_TABLES = (
+    "academic_periods academic_period_levels institution_students student_statuses "
+    "institutions calendar_event_dates calendar_events calendar_types "
+    "institution_student_absences absence_types student_absence_reasons "
+    "security_users"
+).split()
+
+
+@pytest.fixture
+def openemis_copy(sis_loaded: None) -> Iterator[str]:
+    """A throwaway copy of the tables the OpenEMIS attendance template reads."""
+    name = f"c6a_openemis_{os.getpid()}"
+    root = SIS["openemis"]["connection"].replace("DATABASE=sis_openemis", "")
+    with pyodbc.connect(root, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+        for table in OPENEMIS_ATTENDANCE_TABLES:
+            conn.execute(f"CREATE TABLE {name}.{table} LIKE sis_openemis.{table}")
+            conn.execute(
+                f"INSERT INTO {name}.{table} SELECT * FROM sis_openemis.{table}"
+            )
+    try:
+        yield root + f"DATABASE={name}"
+    finally:
+        with pyodbc.connect(root, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+@pytest.mark.integration
+def test_openemis_calendar_closures_are_not_school_days(openemis_copy: str) -> None:
+    """A public holiday (all schools) and a school's closed day inside an absence
+    range are left out; the range's other days stay."""
+    params = SIS["openemis"]["params"]
+    template = ROOT / "queries/openemis/attendance.sql.j2"
+    before = fetch(openemis_copy, template, params)
+    with pyodbc.connect(openemis_copy, autocommit=True) as conn:
+        school = conn.execute(
+            "SELECT institution_id FROM institution_student_absences WHERE id = 24"
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO calendar_events (id, name, academic_period_id, institution_id,"
+            " calendar_type_id, created_user_id, created) VALUES"
+            " (901, 'State holiday', 2, -1, 4, 1, NOW()),"
+            f" (902, 'Water main break', 2, {school}, 2, 1, NOW()),"
+            f" (903, 'Open house', 2, {school}, 3, 1, NOW())"
+        )
+        conn.execute(
+            "INSERT INTO calendar_event_dates (calendar_event_id, date) VALUES"
+            " (901, '2025-09-04'), (902, '2025-09-05'), (903, '2025-09-08')"
+        )
+
+    after = fetch(openemis_copy, template, params)
+
+    days = {(r[0], r[2]) for r in after}
+    noah = sorted(d for s, d in days if s == "7401128283")
+    assert dt.date(2025, 9, 8) in noah  # a school event day still needs attendance
+    assert dt.date(2025, 9, 4) not in noah and dt.date(2025, 9, 5) not in noah
+    assert not any(d == dt.date(2025, 9, 4) for _, d in days)
+    gone = {(r[0], r[2]) for r in before} - days
+    assert gone and all(
+        d in (dt.date(2025, 9, 4), dt.date(2025, 9, 5)) for _, d in gone
+    )
+    assert len(before) - len(after) == len(gone)
+
+
+def test_init_refuses_a_plain_http_upload_url(tmp_path: Path) -> None:
+    result = init(tmp_path, "--sis", "gibbon", "--upload-url", "http://up.example/")
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: connector init: destination.url: must start with https:// "
+        "(plain http is never used); nothing was written\n"
+    )
+    assert list(tmp_path.iterdir()) == []
