@@ -370,3 +370,34 @@ def test_init_refuses_a_plain_http_upload_url(tmp_path: Path) -> None:
         "(plain http is never used); nothing was written\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_questions_build_a_password_login_for_the_chosen_pack() -> None:
+    from connector.init import ask_answers, connection_string
+
+    replies = iter(
+        [
+            "postgresql",
+            "rosariosis",
+            "10.0.4.20",
+            "5433",
+            "rosario",
+            "password",
+            "svc_connector",
+        ]
+    )
+    asked: list[tuple[str, str, object]] = []
+
+    def ask(question: str, default: str, choices: object) -> str:
+        asked.append((question, default, choices))
+        return next(replies)
+
+    pack, answers = ask_answers(ask, list_packs())
+
+    assert pack.name == "rosariosis"
+    assert asked[1][2] == ["rosariosis"]  # only the packs for that database kind
+    assert asked[5][2] == ["password"]  # integrated login is for SQL Server only
+    assert connection_string(pack, answers) == (
+        "DRIVER={PostgreSQL Unicode};SERVER=10.0.4.20;PORT=5433;DATABASE=rosario;"
+        "UID=svc_connector"
+    )
