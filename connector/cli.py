@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from . import __version__
-from .errors import ConnectorError, ExitCode
+from .errors import ConfigError, ConnectorError, ExitCode
 
 EXIT_CODES = """Exit codes: 0 success; 1 failure; 2 usage or configuration error
 (config file, template, --param, unknown driver); 3 secret missing or login refused;
@@ -386,6 +388,87 @@ def run(
     _print_report(report, job.output_folder)
     for receipt in report.receipts:
         typer.echo(_receipt_line(receipt))
+
+
+@app.command()
+def init(
+    sis: Annotated[
+        str | None,
+        typer.Option(help="The query pack to start from (see --list)."),
+    ] = None,
+    folder: Annotated[
+        Path, typer.Option(help="Where connector.toml and the templates go.")
+    ] = Path("."),
+    list_packs: Annotated[
+        bool, typer.Option("--list", help="Show the query packs and exit.")
+    ] = False,
+    odbc: Annotated[
+        str | None,
+        typer.Option(help="The ODBC connection string to write, without password."),
+    ] = None,
+    upload_url: Annotated[
+        str | None, typer.Option(help="The receiver's https upload URL.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace a config or template that exists.")
+    ] = False,
+) -> None:
+    """Write a commented connector.toml and a query pack's templates beside it.
+
+    With --sis, writes the pack's settings (edit the server, then run connector
+    test). Without it, in a terminal, asks for the database kind, SIS, server,
+    database and login. Never replaces an existing file unless --force.
+
+    Example: connector init --sis rosariosis --folder /etc/connector
+    """
+    from . import init as setup
+
+    try:
+        packs = setup.list_packs()
+        if list_packs:
+            for pack in packs:
+                live = "tested live" if pack.tested_live else "not tried live"
+                typer.echo(f"{pack.name:<18} {pack.kind.label:<17} {live}")
+            return
+        if sis is not None:
+            pack, answers = setup.find_pack(sis), setup.Answers()
+        elif sys.stdin.isatty():
+            pack, answers = setup.ask_answers(_ask, packs)
+        else:
+            raise ConfigError(
+                "connector init needs --sis NAME when it cannot ask questions "
+                "(no terminal); see connector init --list"
+            )
+        answers = replace(
+            answers,
+            odbc=odbc or answers.odbc,
+            upload_url=upload_url or answers.upload_url,
+        )
+        done = setup.write_setup(pack, folder, answers, force=force)
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    for path in done.files:
+        typer.echo(str(path))
+    secret = (
+        f", store the database password as the secret {setup.PASSWORD_SECRET!r}"
+        if done.needs_password
+        else ""
+    )
+    typer.echo(
+        f"next: edit {done.config} (server, destination){secret}, then "
+        f"connector test -c {done.config}",
+        err=True,
+    )
+
+
+def _ask(question: str, default: str, choices: Sequence[str] | None) -> str:
+    if choices:
+        question = f"{question} ({', '.join(choices)})"
+    while True:
+        answer = str(typer.prompt(question, default=default)).strip()
+        if not choices or answer in choices:
+            return answer
+        typer.echo(f"choose one of: {', '.join(choices)}", err=True)
 
 
 @app.command()

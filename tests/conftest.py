@@ -121,17 +121,25 @@ DRIVERS = {
     "rosariosis": "PostgreSQL Unicode",
     "opensis": "MariaDB Unicode",
     "gibbon": "MariaDB Unicode",
+    "rosariosis-mysql": "MariaDB Unicode",
+    "openemis": "MariaDB Unicode",
 }
 DATABASES = {
     "rosariosis": "sis_rosariosis",
     "opensis": "sis_opensis",
     "gibbon": "sis_gibbon",
+    "rosariosis-mysql": "sis_rosariosis_mysql",
+    "openemis": "sis_openemis",
 }
+# The name load_all.sh knows each database by (it loads both RosarioSIS ones).
+LOADER_NAMES = {"rosariosis-mysql": "rosariosis"}
 # A query that shows the seeded data is there (the upstream demos alone are not).
 SEEDED = {
     "rosariosis": "SELECT COUNT(*) > 100 FROM students",
     "opensis": "SELECT COUNT(*) > 100 FROM students",
     "gibbon": "SELECT COUNT(*) > 0 FROM gibbonAttendanceLogPerson",
+    "rosariosis-mysql": "SELECT COUNT(*) > 100 FROM students",
+    "openemis": "SELECT COUNT(*) > 100 FROM institution_student_absences",
 }
 
 
@@ -150,7 +158,8 @@ def sis_loaded() -> Iterator[None]:
         if not _database_ready(sis):
             loader = SHARED / "sis" / "load_all.sh"
             require(loader.exists(), f"{loader} is missing: cannot load {sis}")
-            subprocess.run(["bash", str(loader), sis], check=True, capture_output=True)
+            name = LOADER_NAMES.get(sis, sis)
+            subprocess.run(["bash", str(loader), name], check=True, capture_output=True)
         require(_database_ready(sis), f"database {DATABASES[sis]} is not reachable")
     yield
 

@@ -353,3 +353,277 @@ def params_for(sis: str, dataset: str) -> dict[str, Any]:
     """The template parameters the tests pass for one (sis, data set)."""
     p = SIS[sis]["params"]
     return {k: p[k] for k in DATASET_PARAMS[dataset]}
+
+
+# --------------------------------------------------------------------------
+# RosarioSIS on its MySQL port (MariaDB), school year 2024: the same seed as
+# the PostgreSQL database, so the same rules give the same counts.
+# --------------------------------------------------------------------------
+ROSARIOSIS_MYSQL_CONNECTION = (
+    "DRIVER={MariaDB Unicode};SOCKET=/run/mysqld/mysqld.sock;UID=root;PWD=;"
+    "CHARSET=utf8mb4;DATABASE=sis_rosariosis_mysql"
+)
+_ROSARIO_MYSQL_CURRENT = """
+    {student} IN (
+        SELECT e.student_id
+        FROM student_enrollment e
+        WHERE e.syear = 2024
+          AND (e.end_date IS NULL
+               OR e.end_date >= LEAST(CURDATE(),
+                                      (SELECT MAX(m.end_date)
+                                       FROM school_marking_periods m
+                                       WHERE m.mp = 'FY'
+                                         AND m.school_id = e.school_id
+                                         AND m.syear = e.syear)))
+    )"""
+
+ROSARIOSIS_MYSQL_COUNTS = {
+    "students": "SELECT COUNT(*) FROM students s WHERE"
+    + _ROSARIO_MYSQL_CURRENT.format(student="s.student_id"),
+    "attendance": """
+        SELECT COUNT(DISTINCT ap.student_id, ap.school_date)
+        FROM attendance_period ap
+        INNER JOIN attendance_codes ac
+                ON ac.id = ap.attendance_code
+               AND ac.syear = 2024
+               AND ac.state_code = 'A'
+        WHERE ap.school_date >= '2024-08-19'
+          AND ap.school_date <= '2024-10-04'
+          AND"""
+    + _ROSARIO_MYSQL_CURRENT.format(student="ap.student_id"),
+    "staff": """
+        SELECT COUNT(DISTINCT LOWER(TRIM(first_name)), LOWER(TRIM(last_name)))
+        FROM staff
+        WHERE syear = 2024
+          AND IFNULL(profile, '') <> 'parent'""",
+}
+
+# --------------------------------------------------------------------------
+# OpenEMIS Core (MariaDB), academic period 2025/2026
+# --------------------------------------------------------------------------
+OPENEMIS_CONNECTION = (
+    "DRIVER={MariaDB Unicode};SOCKET=/run/mysqld/mysqld.sock;UID=root;PWD=;"
+    "CHARSET=utf8mb4;DATABASE=sis_openemis"
+)
+# Current: an enrolment row of the period starting in 2025 with status CURRENT.
+_OPENEMIS_CURRENT = """
+    {student} IN (
+        SELECT ist.student_id
+        FROM institution_students ist
+        INNER JOIN academic_periods ap ON ap.id = ist.academic_period_id
+        INNER JOIN student_statuses ss ON ss.id = ist.student_status_id
+        WHERE ap.start_year = 2025
+          AND ap.academic_period_level_id > 0
+          AND ss.code = 'CURRENT'
+    )"""
+
+OPENEMIS_COUNTS = {
+    "students": "SELECT COUNT(*) FROM security_users su WHERE"
+    + _OPENEMIS_CURRENT.format(student="su.id"),
+    # each full-day absence range expanded with MariaDB's sequence engine to its
+    # Monday-to-Friday dates inside the window (the data has no calendar events)
+    "attendance": """
+        SELECT COUNT(DISTINCT a.student_id, a.start_date + INTERVAL s.seq DAY)
+        FROM institution_student_absences a
+        INNER JOIN seq_0_to_366 s ON a.start_date + INTERVAL s.seq DAY <= a.end_date
+        INNER JOIN absence_types t ON t.id = a.absence_type_id
+        WHERE a.full_day = 1
+          AND t.code <> 'LATE'
+          AND DAYOFWEEK(a.start_date + INTERVAL s.seq DAY) BETWEEN 2 AND 6
+          AND a.start_date + INTERVAL s.seq DAY BETWEEN '2025-08-18' AND '2025-10-03'
+          AND"""
+    + _OPENEMIS_CURRENT.format(student="a.student_id"),
+    # people with an assignment still running at the end of the period
+    "staff": """
+        SELECT COUNT(DISTINCT ins.staff_id)
+        FROM institution_staff ins
+        INNER JOIN staff_statuses x ON x.id = ins.staff_status_id
+        WHERE x.code = 'ASSIGNED'
+          AND (ins.end_date IS NULL
+               OR ins.end_date >= LEAST(CURDATE(), '2026-06-05'))""",
+}
+
+SIS["rosariosis-mysql"] = {
+    **SIS["rosariosis"],
+    "connection": ROSARIOSIS_MYSQL_CONNECTION,
+    "counts": ROSARIOSIS_MYSQL_COUNTS,
+}
+SIS["openemis"] = {
+    "connection": OPENEMIS_CONNECTION,
+    "params": {
+        "school_year": 2025,
+        "start_date": datetime.date(2025, 8, 18),
+        "end_date": datetime.date(2025, 10, 3),
+    },
+    "counts": OPENEMIS_COUNTS,
+    "expected_rows": {"students": 152, "attendance": 377, "staff": 27},
+    "accented_student": {
+        "student_id": "7401128283",  # openemis_no, security_users.id 45
+        "first_name": "Noah",
+        "last_name": "Lopez",  # López
+    },
+}
+
+
+# A few rows of each export, field by field (headers as written), checked by
+# hand against the source tables (see each pack's README for the rules).
+def _row(dataset: str, *values: str) -> dict[str, str]:
+    headers = {
+        "students": (
+            "Student ID",
+            "First Name",
+            "Last Name",
+            "Phone",
+            "School",
+            "Language",
+            "Alternate Phone",
+            "Email",
+            "Grade",
+            "Gender",
+        ),
+        "attendance": ("Student ID", "Absence Code", "Absence Date", "Periods Missed"),
+        "staff": (
+            "Staff ID",
+            "Last Name",
+            "First Name",
+            "Phone",
+            "School",
+            "Language",
+            "Title",
+            "Alternate Phone",
+            "Email",
+        ),
+    }[dataset]
+    return dict(zip(headers, values, strict=True))
+
+
+_ROSARIO_ROWS = {
+    # household phone of the primary residence first, then the custody
+    # contact's cell; the first custody e-mail; Female -> F
+    "students": [
+        _row(
+            "students",
+            "2",
+            "Hannah",
+            "Abdi",
+            "6305550148",
+            "0427",
+            "English",
+            "8475550172",
+            "abdi_arjun@example.org",
+            "06",
+            "F",
+        )
+    ],
+    # seven periods coded M (Medical / Illness) by the office
+    "attendance": [_row("attendance", "6", "M", "09/16/2024", "7")],
+    "staff": [
+        _row(
+            "staff",
+            "T4",
+            "Ozturk",
+            "Aaliyah",
+            "7085550111",
+            "1",
+            "",
+            "Principal",
+            "7735550148",
+            "aaliyah.ozturk@springfield-sd.example.org",
+        )
+    ],
+}
+KNOWN_ROWS: dict[str, dict[str, list[dict[str, str]]]] = {
+    "rosariosis": _ROSARIO_ROWS,
+    "rosariosis-mysql": _ROSARIO_ROWS,
+    "opensis": {
+        "students": [
+            _row(
+                "students",
+                "1",
+                "Vihaan",
+                "Ahuja",
+                "3125550143",
+                "1",
+                "English",
+                "8475550129",
+                "emma.ahuja@example.org",
+                "11",
+                "M",
+            )
+        ],
+        "staff": [
+            _row(
+                "staff",
+                "T1",
+                "Ghosh",
+                "Bob",
+                "",
+                "1",
+                "English",
+                "Super Administrator",
+                "",
+                "bob@os4ed.com",
+            )
+        ],
+    },
+    "gibbon": {
+        # the form-group register says Absent, reason Other; three lessons
+        "attendance": [_row("attendance", "876", "Other", "09/09/2025", "3")],
+        "staff": [
+            _row(
+                "staff",
+                "T119",
+                "Schultz",
+                "Nathan",
+                "",
+                "Gibbon",
+                "",
+                "Teaching",
+                "",
+                "119@gibbon.localhost",
+            )
+        ],
+    },
+    "openemis": {
+        # the mother (relation order 1): preferred mobile, then home phone;
+        # Spanish has the code es; openemis_no keeps its leading zero
+        "students": [
+            _row(
+                "students",
+                "0066131560",
+                "David",
+                "Lee",
+                "8155550170",
+                "1205",
+                "es",
+                "7085550131",
+                "siobhan.lee@example.com",
+                "G08",
+                "M",
+            )
+        ],
+        # absence id 24: Thursday 2025-09-04 to Monday 09-08, Illness: the
+        # weekend in between is not a school day
+        "attendance": [
+            _row("attendance", "7401128283", "ILL", d, "")
+            for d in ("09/04/2025", "09/05/2025", "09/08/2025")
+        ],
+        # work phone with an extension: the digits stay, the extension goes
+        "staff": [
+            _row(
+                "staff",
+                "0077737931",
+                "Washington",
+                "Thao",
+                "3125550158",
+                "1205",
+                "en",
+                "Teacher",
+                "3125550144",
+                "thao.washington@springfield-sd.example.org",
+            )
+        ],
+    },
+}
+# (Student ID, Absence Date) pairs that must not be in the attendance export.
+ABSENT_ROWS = {"openemis": [("7401128283", "09/06/2025"), ("7401128283", "09/07/2025")]}
