@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -145,10 +146,9 @@ def load_recipient(path: Path) -> pysequoia.Cert:
     try:
         cert = pysequoia.Cert.from_file(str(path))
     except Exception as exc:
-        # Sequoia's text can carry a whole Rust backtrace: keep its first line.
-        reason = (str(exc).strip().splitlines() or ["unreadable"])[0][:200]
         raise PackageError(
-            f"recipient certificate {path} is not an OpenPGP public key ({reason}); "
+            f"recipient certificate {path} is not an OpenPGP public key "
+            f"({_first_line(exc)}); "
             "ask the receiver for their public key in .asc or binary form",
             exit_code=ExitCode.USAGE,
         ) from None
@@ -159,7 +159,27 @@ def load_recipient(path: Path) -> pysequoia.Cert:
             "keep only the public certificate on this machine",
             exit_code=ExitCode.USAGE,
         )
+    # Found now, before any extract: an expired, revoked or sign-only key.
+    # Sequoia's encrypt looks at the subkeys only, so the certificate's own
+    # expiry is checked here.
+    expired = cert.expiration is not None and cert.expiration <= datetime.now(UTC)
+    try:
+        if expired:
+            raise ValueError(f"expired on {cert.expiration:%Y-%m-%d}")
+        pysequoia.encrypt(b"", recipients=[cert], armor=False)
+    except Exception as exc:
+        raise PackageError(
+            f"recipient certificate {path} cannot be encrypted to "
+            f"({_first_line(exc)}): it has no valid encryption key (expired, "
+            "revoked or sign-only); ask the receiver for their current public key",
+            exit_code=ExitCode.USAGE,
+        ) from None
     return cert
+
+
+def _first_line(exc: BaseException) -> str:
+    """Sequoia's text can carry a whole Rust backtrace: keep its first line."""
+    return (str(exc).strip().splitlines() or ["unreadable"])[0][:200]
 
 
 def _has_secret_material(path: Path) -> bool:
@@ -316,7 +336,8 @@ def _encrypt_file(
         pysequoia.encrypt_file(source, target, recipients=[cert], armor=False)
     except Exception as exc:
         raise PackageError(
-            f"cannot encrypt to the certificate in {where} ({exc}); check that it "
+            f"cannot encrypt to the certificate in {where} ({_first_line(exc)}); "
+            "check that it "
             "has a valid encryption subkey (not expired or revoked)"
         ) from exc
 

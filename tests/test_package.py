@@ -235,3 +235,49 @@ def test_make_keypair_without_gnupg_uses_pysequoia(
     payload = package_export(export, tmp_path / "spool", public)
     assert payload.size > 0
     assert secret.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        [
+            "--faked-system-time",
+            "20200101T000000",
+            "--quick-gen-key",
+            "default",
+            "default",
+            "1d",
+        ],
+        ["--quick-gen-key", "ed25519", "sign", "never"],
+    ],
+    ids=["expired", "sign-only"],
+)
+def test_a_key_that_cannot_be_encrypted_to_is_refused_when_loaded(
+    tmp_path: Path, how: list[str]
+) -> None:
+    """Found before any extract (exit 2), not after it when encrypting."""
+    require(shutil.which("gpg") is not None, "gpg (GnuPG) is not installed")
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    uid = "Old Receiver <old@example.invalid>"
+    at = how.index("--quick-gen-key") + 1
+    args = [*how[:at], uid, *how[at:]]
+    gpg = ["gpg", "--batch", "--quiet", "--passphrase", ""]
+    subprocess.run([*gpg, *args], check=True, env=env, capture_output=True)
+    cert = tmp_path / "old.asc"
+    exported = subprocess.run(
+        [*gpg, "--armor", "--export", "old@example.invalid"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    cert.write_bytes(exported.stdout)
+
+    with pytest.raises(PackageError) as caught:
+        load_recipient(cert)
+
+    assert caught.value.exit_code == ExitCode.USAGE
+    message = str(caught.value)
+    assert "has no valid encryption key (expired, revoked or sign-only)" in message
+    assert "\n" not in message and len(message) < 600
