@@ -157,8 +157,7 @@ def shape_batch(
     notes: list[tuple[int, str, str]] = []
     for column in dataset.columns:
         values = by_column[order[column.source or column.name]]
-        if column.kind is not Kind.PHONE:
-            _check_ssn_raw(dataset, column, values, first)
+        _check_ssn_raw(dataset, column, values, first)
         try:
             texts, changes = clean_column(values, column, zone)
         except TimeZoneNeeded:

@@ -238,8 +238,9 @@ def test_a_social_security_number_stops_everything(tmp_path: Path) -> None:
         (student("S1", first="123-45-6789"), "first_name"),  # cleaning drops digits
         (student("123-45-6789"), "student_id"),  # the ID itself: never printed
         (student("S1", language="１２３-４５-６７８９"), "language"),
+        (student("S1", phone="123-45-6789"), "phone"),  # not left empty: stopped
     ],
-    ids=["in-a-name", "as-the-id", "full-width"],
+    ids=["in-a-name", "as-the-id", "full-width", "in-a-phone"],
 )
 def test_the_tripwire_sees_raw_and_cleaned_values(
     tmp_path: Path, row: tuple[Any, ...], column: str
