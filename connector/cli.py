@@ -503,6 +503,156 @@ def demo(
     )
 
 
+schedule_app = typer.Typer(
+    help="Schedule the nightly `connector run` with cron, systemd or Task "
+    "Scheduler.\n\nExample: connector schedule show --kind systemd -c "
+    "/etc/connector/connector.toml --at 03:30",
+    no_args_is_help=True,
+)
+app.add_typer(schedule_app, name="schedule")
+
+KindOption = Annotated[
+    str,
+    typer.Option("--kind", "-k", help="cron, systemd or windows (Task Scheduler)."),
+]
+AtOption = Annotated[
+    str,
+    typer.Option(
+        "--at",
+        help="Start time, HH:MM in the schools' zone (source.time_zone, else "
+        "this machine's); a time inside a daylight-saving change is refused.",
+    ),
+]
+NameOption = Annotated[str, typer.Option(help="The unit, task or crontab entry name.")]
+UserOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The account the job runs as (default: you); it must be the one "
+        "that holds the secrets."
+    ),
+]
+SystemOption = Annotated[
+    bool,
+    typer.Option(
+        "--system",
+        help="systemd: a system unit in /etc/systemd/system with User=, instead "
+        "of a user unit in ~/.config/systemd/user.",
+    ),
+]
+
+
+def _schedule(config: Path, kind: str, at: str, name: str, user: str | None) -> Any:
+    from .config import load_job
+    from .errors import ConfigError
+    from .schedule import KINDS, build_schedule, parse_time
+
+    if kind not in KINDS:
+        raise ConfigError(f"--kind {kind!r}: use one of {', '.join(KINDS)}")
+    job = load_job(config)
+    return build_schedule(job, parse_time(at), name=name, user=user)
+
+
+@schedule_app.command("show")
+def schedule_show(
+    config: ConfigOption = Path("connector.toml"),
+    kind: KindOption = "systemd",
+    at: AtOption = "03:30",
+    name: NameOption = "connector",
+    user: UserOption = None,
+    system: SystemOption = False,
+) -> None:
+    """Print the scheduler files for the nightly run; nothing is written.
+
+    Absolute paths throughout: the installed console script, the config, and
+    the config's folder as the working folder.
+
+    Example: connector schedule show --kind cron -c /etc/connector/connector.toml
+    """
+    from .schedule import schedule_files, schtasks_command
+
+    try:
+        schedule = _schedule(config, kind, at, name, user)
+        files = schedule_files(schedule, kind, system=system)  # type: ignore[arg-type]
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    for item in files:
+        typer.echo(f"# --- {item.name} ---")
+        typer.echo(item.text, nl=False)
+    if kind == "windows":
+        typer.echo(f"# then: {schtasks_command(schedule, Path(files[0].name))}")
+
+
+@schedule_app.command("install")
+def schedule_install(
+    config: ConfigOption = Path("connector.toml"),
+    kind: KindOption = "systemd",
+    at: AtOption = "03:30",
+    name: NameOption = "connector",
+    user: UserOption = None,
+    system: SystemOption = False,
+    folder: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the files (default: the systemd unit folder; "
+            "for windows, the config's folder)."
+        ),
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", help="cron: install into your crontab; others: replace files."
+        ),
+    ] = False,
+) -> None:
+    """Write the scheduler files and say what to run next.
+
+    systemd: writes NAME.service and NAME.timer into the user or (--system)
+    system unit folder. windows: writes NAME.xml and prints the schtasks line.
+    cron: prints the crontab entry, and with --yes puts it into your crontab,
+    replacing an earlier entry of the same name.
+
+    Example: connector schedule install --kind systemd --system -c connector.toml
+    """
+    from .schedule import (
+        install_cron,
+        schedule_files,
+        schtasks_command,
+        systemd_folder,
+        write_files,
+    )
+
+    try:
+        schedule = _schedule(config, kind, at, name, user)
+        files = schedule_files(schedule, kind, system=system)  # type: ignore[arg-type]
+        if kind == "cron":
+            if not yes:
+                typer.echo(files[0].text, nl=False)
+                typer.echo(
+                    "not installed: give --yes to add this entry to your crontab, "
+                    "or add it with `crontab -e`",
+                    err=True,
+                )
+                return
+            line = install_cron(schedule)
+            typer.echo(f"installed in your crontab: {line}")
+            return
+        target = folder or (
+            systemd_folder(system) if kind == "systemd" else schedule.working_folder
+        )
+        written = write_files(files, target.resolve(), replace=yes)
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    for path in written:
+        typer.echo(f"wrote {path}")
+    if kind == "windows":
+        typer.echo(f"next: {schtasks_command(schedule, written[0])}")
+    else:
+        ctl = "systemctl" if system else "systemctl --user"
+        typer.echo(
+            f"next: {ctl} daemon-reload && {ctl} enable --now {schedule.name}.timer"
+        )
+
+
 def _terminated(signum: int, frame: Any) -> None:
     raise ConnectorError(
         f"stopped by signal {signal.Signals(signum).name}; nothing was replaced: "
