@@ -503,6 +503,84 @@ def demo(
     )
 
 
+@app.command()
+def backfill(
+    dataset: Annotated[
+        str, typer.Argument(metavar="DATASET", help="The data set, e.g. attendance.")
+    ],
+    start: Annotated[
+        str, typer.Option("--from", help="First day, YYYY-MM-DD (included).")
+    ],
+    end: Annotated[str, typer.Option("--to", help="Last day, YYYY-MM-DD (included).")],
+    config: ConfigOption = Path("connector.toml"),
+    chunk: Annotated[
+        str, typer.Option(help="day, week (Monday to Sunday) or month per query.")
+    ] = "week",
+    folder: Annotated[
+        Path | None,
+        typer.Option(help="Where the file goes (default: OUTPUT/backfill)."),
+    ] = None,
+    send_it: Annotated[
+        bool,
+        typer.Option(
+            "--send",
+            help="Also send it, encrypted and verified, to the destination.",
+        ),
+    ] = False,
+    param: ParamOption = None,
+) -> None:
+    """Export a data set over a date range, one chunk at a time; resumable.
+
+    Each chunk runs the template with start_date and end_date set to its first
+    and last day, through the same field rules and checks as the nightly run.
+    Run again after an interruption, it resumes at the first unfinished chunk.
+    Writes DATASET-FROM-TO.csv; never touches the nightly state, the pending
+    exports or the safety gate.
+
+    Example: connector backfill attendance --from 2025-08-04 --to 2026-06-05 --send
+    """
+    from .backfill import CHUNK_SIZES
+    from .backfill import backfill as run_backfill
+    from .config import load_job
+    from .errors import ConfigError
+
+    try:
+        if chunk not in CHUNK_SIZES:
+            raise ConfigError(f"--chunk {chunk!r}: use one of {', '.join(CHUNK_SIZES)}")
+        first, last = _date("--from", start), _date("--to", end)
+        job = load_job(config)
+        result = run_backfill(
+            job,
+            dataset,
+            first,
+            last,
+            chunk=chunk,
+            folder=folder.resolve() if folder else None,
+            send=send_it,
+            params=_params(param),
+        )
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    typer.echo(
+        f"{result.dataset}: {result.path} ({result.written} rows, {result.size} "
+        f"bytes, sha256 {result.sha256}; {result.chunks} chunks, "
+        f"{result.rejected} rows rejected)"
+    )
+    for receipt in result.receipts:
+        typer.echo(_receipt_line(receipt))
+
+
+def _date(option: str, text: str) -> Any:
+    import datetime as dt
+
+    from .errors import ConfigError
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: give a date as YYYY-MM-DD") from None
+
+
 schedule_app = typer.Typer(
     help="Schedule the nightly `connector run` with cron, systemd or Task "
     "Scheduler.\n\nExample: connector schedule show --kind systemd -c "
