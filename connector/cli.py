@@ -581,6 +581,54 @@ def _date(option: str, text: str) -> Any:
         raise ConfigError(f"{option} {text!r}: give a date as YYYY-MM-DD") from None
 
 
+@app.command()
+def doctor(
+    config: ConfigOption = Path("connector.toml"),
+    as_scheduled: Annotated[
+        bool,
+        typer.Option(
+            "--as-scheduled",
+            help="Run the checks again in the environment a scheduled job gets "
+            "(env -i: HOME, PATH=/usr/bin:/bin, LANG=C, no D-Bus, none of your "
+            "CONNECTOR_* variables), from the config's folder.",
+        ),
+    ] = False,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="With --as-scheduled: cron, or systemd (adds the LoadCredential= "
+            "secrets as $CREDENTIALS_DIRECTORY).",
+        ),
+    ] = "cron",
+) -> None:
+    """Check everything the nightly run needs, one line per check.
+
+    Config, secrets (never shown), ODBC driver and DSN, SQL Server encryption
+    settings, connection and server version, read rights and row count per data
+    set, encryption key, destination reachable, TLS chain, SSH host key, clock
+    skew, free disk in the output and spool folders. Each line is ok, warn or
+    FAIL with what to do; the exit code is the first failure's, 0 when healthy.
+
+    Example: connector doctor -c /etc/connector/connector.toml --as-scheduled
+    """
+    from .doctor import print_report, run_as_scheduled, run_doctor
+
+    if as_scheduled:
+        from .errors import ConfigError
+
+        try:
+            if kind not in ("cron", "systemd"):
+                raise ConfigError(f"--kind {kind!r}: use cron or systemd")
+            code = run_as_scheduled(config, kind, typer.echo)
+        except ConnectorError as exc:
+            raise _fail(exc) from None
+        raise typer.Exit(code)
+    report = run_doctor(config)
+    print_report(report, typer.echo)
+    raise typer.Exit(report.exit_code)
+
+
 schedule_app = typer.Typer(
     help="Schedule the nightly `connector run` with cron, systemd or Task "
     "Scheduler.\n\nExample: connector schedule show --kind systemd -c "
