@@ -6,6 +6,7 @@ import getpass
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,39 @@ def test_doctor_on_a_broken_config_exits_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["doctor", "-c", str(config)])
     assert result.exit_code == 2
     assert line(result.stdout, "config").startswith("FAIL ")
+
+
+@pytest.fixture
+def reader_without_rights(sis_loaded: None) -> Iterator[str]:
+    """A PostgreSQL login that may connect but read no SIS table."""
+    import pyodbc
+
+    from .sis_expectations import SIS
+
+    role = f"c5b_doctor_{os.getpid()}"
+    admin = SIS["rosariosis"]["connection"]
+    with pyodbc.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    yield role
+    with pyodbc.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.integration
+def test_doctor_reports_missing_read_rights_per_data_set(
+    healthy: Path, token_file: dict[str, str], reader_without_rights: str
+) -> None:
+    healthy.write_text(
+        healthy.read_text().replace("UID=postgres", f"UID={reader_without_rights}")
+    )
+
+    result = doctor(healthy, env=token_file)
+
+    assert result.returncode == 1
+    assert line(result.stdout, "database connection").startswith("ok ")
+    for name in ("students", "staff", "attendance"):
+        failed = line(result.stdout, f"data set {name}")
+        assert failed.startswith("FAIL "), failed
+        assert "permission denied for table" in failed
+        assert f"{name}.sql.j2" in failed
