@@ -657,6 +657,14 @@ UserOption = Annotated[
         "that holds the secrets."
     ),
 ]
+CommandOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--command",
+        help="The connector program the scheduler starts, an absolute path "
+        "(default: the console script installed beside this Python).",
+    ),
+]
 SystemOption = Annotated[
     bool,
     typer.Option(
@@ -667,7 +675,14 @@ SystemOption = Annotated[
 ]
 
 
-def _schedule(config: Path, kind: str, at: str, name: str, user: str | None) -> Any:
+def _schedule(
+    config: Path,
+    kind: str,
+    at: str,
+    name: str,
+    user: str | None,
+    command: Path | None,
+) -> Any:
     from .config import load_job
     from .errors import ConfigError
     from .schedule import KINDS, build_schedule, parse_time
@@ -675,7 +690,7 @@ def _schedule(config: Path, kind: str, at: str, name: str, user: str | None) -> 
     if kind not in KINDS:
         raise ConfigError(f"--kind {kind!r}: use one of {', '.join(KINDS)}")
     job = load_job(config)
-    return build_schedule(job, parse_time(at), name=name, user=user)
+    return build_schedule(job, parse_time(at), name=name, user=user, command=command)
 
 
 @schedule_app.command("show")
@@ -685,6 +700,7 @@ def schedule_show(
     at: AtOption = "03:30",
     name: NameOption = "connector",
     user: UserOption = None,
+    command: CommandOption = None,
     system: SystemOption = False,
 ) -> None:
     """Print the scheduler files for the nightly run; nothing is written.
@@ -697,7 +713,7 @@ def schedule_show(
     from .schedule import schedule_files, schtasks_command
 
     try:
-        schedule = _schedule(config, kind, at, name, user)
+        schedule = _schedule(config, kind, at, name, user, command)
         files = schedule_files(schedule, kind, system=system)  # type: ignore[arg-type]
     except ConnectorError as exc:
         raise _fail(exc) from None
@@ -715,6 +731,7 @@ def schedule_install(
     at: AtOption = "03:30",
     name: NameOption = "connector",
     user: UserOption = None,
+    command: CommandOption = None,
     system: SystemOption = False,
     folder: Annotated[
         Path | None,
@@ -748,7 +765,7 @@ def schedule_install(
     )
 
     try:
-        schedule = _schedule(config, kind, at, name, user)
+        schedule = _schedule(config, kind, at, name, user, command)
         files = schedule_files(schedule, kind, system=system)  # type: ignore[arg-type]
         if kind == "cron":
             if not yes:

@@ -316,3 +316,14 @@ def test_schedule_commands_have_help_with_an_example(command: str) -> None:
     result = runner.invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0
     assert f"Example: connector {command}" in result.stdout
+
+
+def test_schedule_command_must_be_absolute(config: Path) -> None:
+    given = show(config, "systemd", "--command", "/opt/connector/bin/connector")
+    assert "ExecStart=/opt/connector/bin/connector run --config" in given
+    result = runner.invoke(
+        app,
+        ["schedule", "show", "-c", str(config), "--command", "bin/connector"],
+    )
+    assert result.exit_code == 2
+    assert "--command bin/connector: give an absolute path" in result.stderr
