@@ -342,11 +342,21 @@ def _check_destination(job: Job, report: DoctorReport) -> None:
     assert settings.url is not None
     parts = urlsplit(settings.url)
     host, port = parts.hostname or "", parts.port or 443
-    if _check_reachable(report, host, port, settings.proxy):
+    if _check_reachable(report, host, port, _https_proxy(host, settings.proxy)):
         _check_https(job, report, settings.url)
     else:
         report.skip("TLS certificate", "not checked: the server is not reachable")
         report.skip("clock", "not checked: the server is not reachable")
+
+
+def _https_proxy(host: str, configured: str | None) -> str | None:
+    """The proxy an upload to ``host`` goes through: destination.proxy, else the
+    standard HTTPS_PROXY / NO_PROXY, as the uploads use them."""
+    import urllib.request
+
+    if configured or urllib.request.proxy_bypass(host):
+        return configured
+    return urllib.request.getproxies().get("https")
 
 
 def _check_reachable(

@@ -331,3 +331,25 @@ def test_doctor_reports_missing_read_rights_per_data_set(
         assert failed.startswith("FAIL "), failed
         assert "permission denied for table" in failed
         assert f"{name}.sql.j2" in failed
+
+
+@pytest.mark.integration
+def test_doctor_tls_chain_against_another_ca(
+    healthy: Path, token_file: dict[str, str], tmp_path: Path, receiver: Receiver
+) -> None:
+    import trustme
+
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    assert receiver.ca_file is not None
+    healthy.write_text(healthy.read_text().replace(str(receiver.ca_file), str(other)))
+
+    result = doctor(healthy, env=token_file)
+
+    assert result.returncode == 1
+    failed = line(result.stdout, "TLS certificate")
+    assert failed.startswith("FAIL ")
+    assert f"does not verify against destination.ca_file {other}" in failed
+    assert "set destination.ca_file" in failed
+    assert line(result.stdout, "destination reachable").startswith("ok ")
+    assert line(result.stdout, "clock").startswith("skip ")
