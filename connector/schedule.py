@@ -339,7 +339,6 @@ def windows_files(
   <Triggers>
     <CalendarTrigger>
       <StartBoundary>{start:%Y-%m-%dT%H:%M:%S}</StartBoundary>
-      <Enabled>true</Enabled>
       <ScheduleByDay>
         <DaysInterval>1</DaysInterval>
       </ScheduleByDay>

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import xmlschema
 from croniter import croniter
 from crontab import CronTab
 from typer.testing import CliRunner
@@ -29,6 +30,7 @@ from .conftest import require
 
 runner = CliRunner()
 QUERIES = Path(__file__).parents[1] / "queries" / "rosariosis"
+TASK_SCHEMA = Path(__file__).parent / "data" / "task-scheduler-subset.xsd"
 TODAY = dt.date(2026, 12, 4)
 
 
@@ -327,3 +329,18 @@ def test_schedule_command_must_be_absolute(config: Path) -> None:
     )
     assert result.exit_code == 2
     assert "--command bin/connector: give an absolute path" in result.stderr
+
+
+def test_windows_task_validates_against_the_documented_schema(config: Path) -> None:
+    schema = xmlschema.XMLSchema(TASK_SCHEMA)
+    schedule = build_schedule(load_job(config), parse_time("04:00"), user="svc")
+    [item] = windows_files(schedule, TODAY)
+    body = item.text.split("?>", 1)[1]
+    schema.validate(body)
+
+    # The schema is strict where Task Scheduler is: order, enumerations, types.
+    misplaced = body.replace("</StartBoundary>", "</StartBoundary><Enabled>1</Enabled>")
+    assert not schema.is_valid(misplaced)
+    assert not schema.is_valid(body.replace("Password", "Passwd"))
+    assert not schema.is_valid(body.replace("PT4H", "4 hours"))
+    assert not schema.is_valid(body.replace('Context="Author"', 'Context="Other"'))
