@@ -171,12 +171,9 @@ def _check_driver(job: Job, report: DoctorReport) -> bool:
     if driver is None:
         report.warn("ODBC driver", "source.odbc names no DRIVER=; the DSN decides")
         return True
-    known = (
-        driver in drivers
-        or ("/" in driver or "\\" in driver)
-        and (Path(driver).is_file())
-    )
-    if not known:
+    # unixODBC also takes the driver library's path in DRIVER=.
+    is_path = "/" in driver or "\\" in driver
+    if not (driver in drivers or is_path and Path(driver).is_file()):
         report.fail(
             "ODBC driver",
             f"{driver!r} is not installed ({bits}; installed: "
