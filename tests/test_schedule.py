@@ -344,3 +344,13 @@ def test_windows_task_validates_against_the_documented_schema(config: Path) -> N
     assert not schema.is_valid(body.replace("Password", "Passwd"))
     assert not schema.is_valid(body.replace("PT4H", "4 hours"))
     assert not schema.is_valid(body.replace('Context="Author"', 'Context="Other"'))
+
+
+def test_schedule_makes_a_relative_config_path_absolute(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(config.parent.parent)
+    relative = Path(config.parent.name) / config.name
+    text = show(relative, "systemd")
+    assert "ExecStart=" in text and f'--config "{config}"' in text
+    assert f"WorkingDirectory={config.parent}\n" in text
