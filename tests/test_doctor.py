@@ -353,3 +353,26 @@ def test_doctor_tls_chain_against_another_ca(
     assert "set destination.ca_file" in failed
     assert line(result.stdout, "destination reachable").startswith("ok ")
     assert line(result.stdout, "clock").startswith("skip ")
+
+
+def test_scheduled_environment_is_minimal_and_hands_over_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector.doctor import scheduled_environment
+
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/0/bus")
+    monkeypatch.setenv("CONNECTOR_SECRET_SIS_DB", "from-the-shell")
+    secret = tmp_path / "sis-db"
+    secret.write_text("s3cret")
+    secret.chmod(0o600)
+
+    cron = scheduled_environment("cron", {"sis-db": secret}, tmp_path / "c1")
+    assert set(cron) == {"HOME", "LOGNAME", "USER", "SHELL", "PATH", "LANG"}
+    assert (cron["PATH"], cron["LANG"]) == ("/usr/bin:/bin", "C")
+
+    systemd = scheduled_environment("systemd", {"sis-db": secret}, tmp_path / "c2")
+    folder = Path(systemd["CREDENTIALS_DIRECTORY"])
+    assert (folder / "sis-db").read_text() == "s3cret"
+    assert (folder / "sis-db").stat().st_mode & 0o777 == 0o400
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert "DBUS_SESSION_BUS_ADDRESS" not in systemd
