@@ -503,6 +503,299 @@ def demo(
     )
 
 
+@app.command()
+def backfill(
+    dataset: Annotated[
+        str, typer.Argument(metavar="DATASET", help="The data set, e.g. attendance.")
+    ],
+    start: Annotated[
+        str, typer.Option("--from", help="First day, YYYY-MM-DD (included).")
+    ],
+    end: Annotated[str, typer.Option("--to", help="Last day, YYYY-MM-DD (included).")],
+    config: ConfigOption = Path("connector.toml"),
+    chunk: Annotated[
+        str, typer.Option(help="day, week (Monday to Sunday) or month per query.")
+    ] = "week",
+    folder: Annotated[
+        Path | None,
+        typer.Option(help="Where the file goes (default: OUTPUT/backfill)."),
+    ] = None,
+    send_it: Annotated[
+        bool,
+        typer.Option(
+            "--send",
+            help="Also send it, encrypted and verified, to the destination.",
+        ),
+    ] = False,
+    param: ParamOption = None,
+) -> None:
+    """Export a data set over a date range, one chunk at a time; resumable.
+
+    Each chunk runs the template with start_date and end_date set to its first
+    and last day, through the same field rules and checks as the nightly run.
+    Run again after an interruption, it resumes at the first unfinished chunk.
+    Writes DATASET-FROM-TO.csv; never touches the nightly state, the pending
+    exports or the safety gate.
+
+    Example: connector backfill attendance --from 2025-08-04 --to 2026-06-05 --send
+    """
+    from .backfill import CHUNK_SIZES
+    from .backfill import backfill as run_backfill
+    from .config import load_job
+    from .errors import ConfigError
+
+    try:
+        if chunk not in CHUNK_SIZES:
+            raise ConfigError(f"--chunk {chunk!r}: use one of {', '.join(CHUNK_SIZES)}")
+        first, last = _date("--from", start), _date("--to", end)
+        job = load_job(config)
+        result = run_backfill(
+            job,
+            dataset,
+            first,
+            last,
+            chunk=chunk,
+            folder=folder.resolve() if folder else None,
+            send=send_it,
+            params=_params(param),
+        )
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    typer.echo(
+        f"{result.dataset}: {result.path} ({result.written} rows, {result.size} "
+        f"bytes, sha256 {result.sha256}; {result.chunks} chunks, "
+        f"{result.rejected} rows rejected)"
+    )
+    for receipt in result.receipts:
+        typer.echo(_receipt_line(receipt))
+
+
+def _date(option: str, text: str) -> Any:
+    import datetime as dt
+
+    from .errors import ConfigError
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: give a date as YYYY-MM-DD") from None
+
+
+@app.command()
+def doctor(
+    config: ConfigOption = Path("connector.toml"),
+    as_scheduled: Annotated[
+        bool,
+        typer.Option(
+            "--as-scheduled",
+            help="Run the checks again in the environment a scheduled job gets "
+            "(env -i: HOME, PATH=/usr/bin:/bin, LANG=C, no D-Bus, none of your "
+            "CONNECTOR_* variables), from the config's folder.",
+        ),
+    ] = False,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="With --as-scheduled: cron, or systemd (adds the LoadCredential= "
+            "secrets as $CREDENTIALS_DIRECTORY).",
+        ),
+    ] = "cron",
+) -> None:
+    """Check everything the nightly run needs, one line per check.
+
+    Config, secrets (never shown), ODBC driver and DSN, SQL Server encryption
+    settings, connection and server version, read rights and row count per data
+    set, encryption key, destination reachable, TLS chain, SSH host key, clock
+    skew, free disk in the output and spool folders. Each line is ok, warn or
+    FAIL with what to do; the exit code is the first failure's, 0 when healthy.
+
+    Example: connector doctor -c /etc/connector/connector.toml --as-scheduled
+    """
+    from .doctor import print_report, run_as_scheduled, run_doctor
+
+    if as_scheduled:
+        from .errors import ConfigError
+
+        try:
+            if kind not in ("cron", "systemd"):
+                raise ConfigError(f"--kind {kind!r}: use cron or systemd")
+            code = run_as_scheduled(config, kind, typer.echo)
+        except ConnectorError as exc:
+            raise _fail(exc) from None
+        raise typer.Exit(code)
+    report = run_doctor(config)
+    print_report(report, typer.echo)
+    raise typer.Exit(report.exit_code)
+
+
+schedule_app = typer.Typer(
+    help="Schedule the nightly `connector run` with cron, systemd or Task "
+    "Scheduler.\n\nExample: connector schedule show --kind systemd -c "
+    "/etc/connector/connector.toml --at 03:30",
+    no_args_is_help=True,
+)
+app.add_typer(schedule_app, name="schedule")
+
+KindOption = Annotated[
+    str,
+    typer.Option("--kind", "-k", help="cron, systemd or windows (Task Scheduler)."),
+]
+AtOption = Annotated[
+    str,
+    typer.Option(
+        "--at",
+        help="Start time, HH:MM in the schools' zone (source.time_zone, else "
+        "this machine's); a time inside a daylight-saving change is refused.",
+    ),
+]
+NameOption = Annotated[str, typer.Option(help="The unit, task or crontab entry name.")]
+UserOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The account the job runs as (default: you); it must be the one "
+        "that holds the secrets."
+    ),
+]
+CommandOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--command",
+        help="The connector program the scheduler starts, an absolute path "
+        "(default: the console script installed beside this Python).",
+    ),
+]
+SystemOption = Annotated[
+    bool,
+    typer.Option(
+        "--system",
+        help="systemd: a system unit in /etc/systemd/system with User=, instead "
+        "of a user unit in ~/.config/systemd/user.",
+    ),
+]
+
+
+def _schedule(
+    config: Path,
+    kind: str,
+    at: str,
+    name: str,
+    user: str | None,
+    command: Path | None,
+) -> Any:
+    from .config import load_job
+    from .errors import ConfigError
+    from .schedule import KINDS, build_schedule, parse_time
+
+    if kind not in KINDS:
+        raise ConfigError(f"--kind {kind!r}: use one of {', '.join(KINDS)}")
+    job = load_job(config)
+    return build_schedule(job, parse_time(at), name=name, user=user, command=command)
+
+
+@schedule_app.command("show")
+def schedule_show(
+    config: ConfigOption = Path("connector.toml"),
+    kind: KindOption = "systemd",
+    at: AtOption = "03:30",
+    name: NameOption = "connector",
+    user: UserOption = None,
+    command: CommandOption = None,
+    system: SystemOption = False,
+) -> None:
+    """Print the scheduler files for the nightly run; nothing is written.
+
+    Absolute paths throughout: the installed console script, the config, and
+    the config's folder as the working folder.
+
+    Example: connector schedule show --kind cron -c /etc/connector/connector.toml
+    """
+    from .schedule import schedule_files, schtasks_command
+
+    try:
+        schedule = _schedule(config, kind, at, name, user, command)
+        files = schedule_files(schedule, kind, system=system)  # type: ignore[arg-type]
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    for item in files:
+        typer.echo(f"# --- {item.name} ---")
+        typer.echo(item.text, nl=False)
+    if kind == "windows":
+        typer.echo(f"# then: {schtasks_command(schedule, Path(files[0].name))}")
+
+
+@schedule_app.command("install")
+def schedule_install(
+    config: ConfigOption = Path("connector.toml"),
+    kind: KindOption = "systemd",
+    at: AtOption = "03:30",
+    name: NameOption = "connector",
+    user: UserOption = None,
+    command: CommandOption = None,
+    system: SystemOption = False,
+    folder: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the files (default: the systemd unit folder; "
+            "for windows, the config's folder)."
+        ),
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", help="cron: install into your crontab; others: replace files."
+        ),
+    ] = False,
+) -> None:
+    """Write the scheduler files and say what to run next.
+
+    systemd: writes NAME.service and NAME.timer into the user or (--system)
+    system unit folder. windows: writes NAME.xml and prints the schtasks line.
+    cron: prints the crontab entry, and with --yes puts it into your crontab,
+    replacing an earlier entry of the same name.
+
+    Example: connector schedule install --kind systemd --system -c connector.toml
+    """
+    from .schedule import (
+        install_cron,
+        schedule_files,
+        schtasks_command,
+        systemd_folder,
+        write_files,
+    )
+
+    try:
+        schedule = _schedule(config, kind, at, name, user, command)
+        files = schedule_files(schedule, kind, system=system)  # type: ignore[arg-type]
+        if kind == "cron":
+            if not yes:
+                typer.echo(files[0].text, nl=False)
+                typer.echo(
+                    "not installed: give --yes to add this entry to your crontab, "
+                    "or add it with `crontab -e`",
+                    err=True,
+                )
+                return
+            line = install_cron(schedule)
+            typer.echo(f"installed in your crontab: {line}")
+            return
+        target = folder or (
+            systemd_folder(system) if kind == "systemd" else schedule.working_folder
+        )
+        written = write_files(files, target.resolve(), replace=yes)
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    for path in written:
+        typer.echo(f"wrote {path}")
+    if kind == "windows":
+        typer.echo(f"next: {schtasks_command(schedule, written[0])}")
+    else:
+        ctl = "systemctl" if system else "systemctl --user"
+        typer.echo(
+            f"next: {ctl} daemon-reload && {ctl} enable --now {schedule.name}.timer"
+        )
+
+
 def _terminated(signum: int, frame: Any) -> None:
     raise ConnectorError(
         f"stopped by signal {signal.Signals(signum).name}; nothing was replaced: "

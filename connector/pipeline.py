@@ -138,7 +138,7 @@ def extract(
                 )
                 writers[name] = writer
                 report.exports.append(writer.result)
-                _fill(job, writer, source, queries[name])
+                fill_export(job, writer, source, queries[name])
                 result = writer.finish()
                 log.info(
                     "data set %s: %d rows fetched, %d written, %d rejected",
@@ -166,7 +166,7 @@ def check_not_empty(job: Job, name: str, rows: int) -> None:
         )
 
 
-def _fill(job: Job, writer: ExportWriter, source: Source, query: Query) -> None:
+def fill_export(job: Job, writer: ExportWriter, source: Source, query: Query) -> None:
     """Count, fetch, clean and write one data set; every row must be accounted for."""
     expected = source.count(query) if job.source.count_rows else None
     columns, batches = source.stream(query, job.source.batch_size)

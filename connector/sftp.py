@@ -39,7 +39,7 @@ from .errors import ConfigError, ExitCode, UploadError, VerificationError
 from .package import Payload
 from .transfer import AttemptLog, Attempts, Receipt, RetryPolicy, one_line
 
-__all__ = ["SftpTarget", "upload_sftp"]
+__all__ = ["SftpTarget", "check_host_key", "upload_sftp"]
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +209,33 @@ def upload_sftp(payload: Payload, target: SftpTarget, log: AttemptLog) -> Receip
         receipt.attempts,
     )
     return receipt
+
+
+def check_host_key(target: SftpTarget) -> str:
+    """Connect, check the server's host key against the pin, and hang up.
+
+    Returns the offered key's type and fingerprint. Raises ``ConfigError`` for an
+    unusable pin, ``UploadError`` when the key is not the pinned one, and
+    ``OSError`` / ``paramiko.SSHException`` when the server cannot be reached.
+    No login is attempted.
+    """
+    pin = _HostKeyPin.load(target)
+    sock = socket.create_connection((target.host, target.port), target.timeout)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.banner_timeout = target.timeout
+        transport.handshake_timeout = target.timeout
+        pin.prefer_pinned_types(transport)
+        transport.start_client(timeout=target.timeout)
+        if not transport.initial_kex_done:
+            raise TimeoutError(
+                f"no SSH handshake with {target.origin} within {target.timeout} s"
+            )
+        offered = transport.get_remote_server_key()
+        pin.check(offered, target)
+    finally:
+        transport.close()
+    return f"{offered.get_name()} {offered.fingerprint}"
 
 
 def _attempt(
