@@ -277,6 +277,15 @@ def test_a_setting_also_written_in_the_string_is_a_config_error(
     assert "source" in str(info.value)
 
 
+def test_the_drivers_md_sql_server_example_is_a_valid_config(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[1] / "drivers.md").read_text(encoding="utf-8")
+    example = text.split("## SQL Server", 1)[1].split("```\n", 2)[1]
+    lines = example.splitlines()[:3]  # the Driver 18 string and its two keys
+    assert lines[1].startswith("encrypt = true")
+    job = load_job(write_source(tmp_path, "\n".join(lines)))
+    assert job.source.tls == drivers.Tls(encrypt=True, trust_server_certificate=None)
+
+
 @pytest.mark.parametrize(
     "source",
     [
