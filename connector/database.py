@@ -128,12 +128,18 @@ class OdbcSource:
         )
 
     def _driver_name(self) -> str | None:
+        """The driver named in the string, else the DSN's; None for no such DSN."""
+        dsn = self._settings.dsn
         if self._settings.odbc:
             match = _DRIVER_IN_STRING.search(self._settings.odbc)
-            return match.group(1).strip() if match else None
+            if match:
+                return match.group(1).strip()
+            dsn = drivers.odbc_keys(self._settings.odbc).get("DSN")
+        if not dsn:
+            return None
         import pyodbc
 
-        return dict(pyodbc.dataSources()).get(self._settings.dsn or "")
+        return dict(pyodbc.dataSources()).get(dsn)
 
     def _connection_string(self, driver: str | None) -> str:
         base = self._settings.odbc or f"DSN={odbc_quote(self._settings.dsn or '')}"
@@ -158,9 +164,9 @@ class OdbcSource:
                 self._family, self._settings.tls, keys
             )
         except ValueError as exc:
-            raise ConfigError(
-                f"{exc}; the source's driver is {driver or 'unknown'}"
-            ) from None
+            if driver is None:  # no such DSN: connecting says so, plainly
+                return []
+            raise ConfigError(f"{exc}; the source's driver is {driver}") from None
         if self._family == "mssql" and driver == "SQL Server":
             warnings.append(
                 "DRIVER={SQL Server} is the old driver built into Windows: it lacks "
@@ -555,7 +561,7 @@ def _with_tls(url: Any, settings: SourceSettings) -> Any:
     """A ``mssql+pyodbc`` URL with ``[source]``'s encryption settings in its query."""
     family: drivers.Family | None = None
     if url.get_backend_name() == "mssql":
-        family = "mssql"
+        family = drivers.driver_family(str(url.query.get("driver", ""))) or "mssql"
     keys = {k.upper(): str(v) for k, v in url.query.items()}
     try:
         tls, warnings = drivers.tls_attributes(family, settings.tls, keys)

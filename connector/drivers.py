@@ -34,7 +34,7 @@ _DATETIMEOFFSET = struct.Struct("<6hI2h")
 # DBMS name the driver reports.
 _FAMILIES: tuple[tuple[Family, re.Pattern[str]], ...] = (
     ("freetds", re.compile(r"freetds|tdsodbc", re.IGNORECASE)),
-    ("mssql", re.compile(r"sql server|msodbcsql|sqlncli|sqlsrv32", re.IGNORECASE)),
+    ("mssql", re.compile(r"\bsql server|msodbcsql|sqlncli|sqlsrv32", re.IGNORECASE)),
     ("postgres", re.compile(r"postgres|psqlodbc", re.IGNORECASE)),
     ("mariadb", re.compile(r"mariadb|maodbc", re.IGNORECASE)),
     ("mysql", re.compile(r"mysql|myodbc", re.IGNORECASE)),

@@ -252,6 +252,64 @@ def test_tls_settings_become_the_drivers_attributes(
     )
 
 
+def built(settings: SourceSettings, password: str | None) -> str:
+    """The connection string OdbcSource would connect with (no driver needed)."""
+    src = OdbcSource.__new__(OdbcSource)
+    src._settings, src._password = settings, password
+    driver = src._driver_name()
+    src._family = drivers.driver_family(driver)
+    return src._connection_string(driver)
+
+
+@pytest.mark.parametrize("trust", TRUST, ids=lambda v: f"trust={v}")
+@pytest.mark.parametrize("encrypt", ENCRYPT, ids=lambda v: f"encrypt={v}")
+def test_the_driver_18_connection_string_for_each_combination(
+    encrypt: bool | str | None, trust: bool | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = SourceSettings(
+        odbc=DRIVER_18,
+        user="connector",
+        encrypt=encrypt,  # type: ignore[arg-type]
+        trust_server_certificate=trust,
+    )
+    text = built(settings, "p;w}d")
+
+    expected = [DRIVER_18, "UID={connector}", "PWD={p;w}}d}"]
+    if encrypt is not None:
+        expected.append(f"Encrypt={ {True: 'yes', False: 'no'}.get(encrypt, encrypt) }")
+    if trust is not None:
+        expected.append(f"TrustServerCertificate={'yes' if trust else 'no'}")
+    assert text == ";".join(expected)
+    assert drivers.odbc_keys(text)["PWD"] == "p;w}d"
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == (1 if trust else 0)
+
+
+def test_freetds_gets_its_own_keys_and_utf8_text() -> None:
+    settings = SourceSettings(
+        odbc="DRIVER={FreeTDS};SERVER=sis-sql;PORT=1433;TDS_Version=7.4",
+        encrypt=True,
+    )
+    text = built(settings, None)
+    assert text.endswith(";TDS_Version=7.4;Encryption=require;ClientCharset=UTF-8")
+
+
+def test_the_old_windows_driver_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    built(SourceSettings(odbc="DRIVER={SQL Server};SERVER=sis-sql"), None)
+    assert "install ODBC Driver 18" in caplog.text
+
+
+def test_tls_settings_with_an_unknown_dsn_leave_the_error_to_connecting() -> None:
+    settings = SourceSettings(odbc="DSN=c6b_no_such_dsn", encrypt=True)
+    assert built(settings, None) == "DSN=c6b_no_such_dsn"
+    settings = SourceSettings(dsn="c6b_no_such_dsn", encrypt=True)
+    with pytest.raises(ConnectError) as info:
+        OdbcSource(settings, None)
+    assert info.value.exit_code == 2
+
+
 def test_trust_written_in_the_string_is_warned_about_too() -> None:
     keys = drivers.odbc_keys(DRIVER_18 + ";TrustServerCertificate=yes")
     parts, warnings = drivers.tls_attributes("mssql", drivers.Tls(), keys)
