@@ -236,12 +236,15 @@ def decoding_for(family: Family | None, forced: str | None = None) -> Decoding |
     return None
 
 
-def datetimeoffset(raw: bytes) -> dt.datetime:
+def datetimeoffset(raw: bytes | None) -> dt.datetime | None:
     """A SQL Server ``DATETIMEOFFSET`` value (raw ODBC bytes) as an aware datetime.
 
     Registered as pyodbc's output converter for type -155; the time-zone rule of
-    the date fields then gives the date in ``source.time_zone``.
+    the date fields then gives the date in ``source.time_zone``. ``None`` (a NULL,
+    which some pyodbc versions pass on) stays ``None``.
     """
+    if raw is None:
+        return None
     year, month, day, hour, minute, second, nanos, off_h, off_m = (
         _DATETIMEOFFSET.unpack(raw[: _DATETIMEOFFSET.size])
     )

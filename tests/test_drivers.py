@@ -454,6 +454,24 @@ def test_datetimeoffset_keeps_fractions_and_negative_minutes() -> None:
 
 
 @pytest.mark.integration
+def test_raw_bytes_through_a_real_driver_give_the_school_date(
+    sis_loaded: None,
+) -> None:
+    """pyodbc hands a converter the column's bytes as they are: here a bytea."""
+    raw = raw_datetimeoffset((2026, 3, 3, 4, 30, 0), 0, 0, 0)
+    with OdbcSource(SourceSettings(odbc=LIVE["postgres"][0]), None) as src:
+        # psqlODBC reports bytea as SQL_LONGVARBINARY (ByteaAsLongVarBinary=1).
+        src._conn.add_output_converter(pyodbc.SQL_LONGVARBINARY, drivers.datetimeoffset)
+        sql = "SELECT CAST(? AS bytea) AS d UNION ALL SELECT NULL"
+        _, batches = src.stream(Query(sql, [raw], Path("inline.sql")), 10)
+        values = [row[0] for batch in batches for row in batch]
+    date = Column("absence_date", "Absence Date", Kind.DATE, 10, is_required=True)
+    clean = cleaner(date, ZoneInfo("America/Chicago"))
+    assert [clean(v)[0] for v in values] == ["03/02/2026", ""]
+    assert drivers.datetimeoffset(None) is None
+
+
+@pytest.mark.integration
 def test_the_converter_is_registered_on_a_real_connection(sis_loaded: None) -> None:
     settings = SourceSettings(
         odbc="DRIVER={PostgreSQL Unicode};SERVER=127.0.0.1;PORT=5432;UID=postgres;"
