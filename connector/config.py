@@ -61,6 +61,14 @@ class SourceSettings(_Strict):
     def tls(self) -> Tls:
         return Tls(self.encrypt, self.trust_server_certificate)
 
+    @field_validator("encrypt", mode="before")
+    @classmethod
+    def _encrypt_word(cls, value: object) -> object:
+        if value is not None and value is not True and value is not False:
+            if value != "strict":
+                raise ValueError('must be true, false or "strict"')
+        return value
+
     @field_validator("time_zone")
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:

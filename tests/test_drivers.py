@@ -344,6 +344,13 @@ def test_the_drivers_md_sql_server_example_is_a_valid_config(tmp_path: Path) -> 
     assert job.source.tls == drivers.Tls(encrypt=True, trust_server_certificate=None)
 
 
+@pytest.mark.parametrize("value", ['"yes"', "1", '"mandatory"'])
+def test_encrypt_takes_true_false_or_strict(tmp_path: Path, value: str) -> None:
+    config = write_source(tmp_path, f"odbc = {_toml(DRIVER_18)}\nencrypt = {value}")
+    with pytest.raises(ConfigError, match='source.encrypt: must be true, false or "'):
+        load_job(config)
+
+
 @pytest.mark.parametrize(
     "source",
     [
