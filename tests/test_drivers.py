@@ -211,6 +211,8 @@ def test_a_wrong_password_is_refused_with_exit_3_and_never_shown(
             assert "refused the login" in result.stderr
             assert "Traceback" not in output
         else:
+            # Logged in: the server is shown, then "SELECT 1" lacks the columns.
+            assert "server: postgresql" in result.stdout.lower(), output
             assert "refused the login" not in output, output
         assert password not in output
         assert wrong not in output and SPECIAL["all"] not in output
