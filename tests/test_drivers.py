@@ -16,6 +16,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -643,3 +644,21 @@ def test_drivers_command_says_which_size_of_driver_is_visible() -> None:
     assert result.exit_code == 0
     bits = struct.calcsize("P") * 8
     assert result.stdout.splitlines()[0].startswith(f"Python is {bits}-bit")
+
+
+@pytest.mark.parametrize("sis", ["aeries", "rosariosis"])
+def test_init_mentions_the_tls_keys_for_sql_server_only(sis: str) -> None:
+    """Uncommented, the keys init shows a SQL Server DBA load as they are."""
+    from connector.init import Answers, find_pack, render_config
+
+    text = render_config(find_pack(sis), Answers())
+    lines = text.splitlines()
+    shown = [line for line in lines if "encrypt = true" in line]
+    assert len(shown) == (1 if sis == "aeries" else 0)
+    if shown:
+        source = text.split("[source]\n", 1)[1].split("\n\n", 1)[0]
+        source = source.replace("# encrypt = true", "encrypt = true").replace(
+            "# trust_server_certificate", "trust_server_certificate"
+        )
+        settings = SourceSettings(**tomllib.loads(source))
+        assert settings.tls == drivers.Tls(True, False)
