@@ -158,15 +158,20 @@ def _print_report(report: Any, folder: Path | None = None) -> None:
 def drivers() -> None:
     """List the ODBC drivers and DSNs installed on this machine.
 
+    Only drivers of Python's own size (32- or 64-bit) are visible: the first line
+    says which. drivers.md has the driver to install for each database.
+
     Example: connector drivers
     """
     from .database import list_drivers
+    from .drivers import bitness_note
 
     try:
         names, dsns = list_drivers()
     except ImportError as exc:  # pragma: no cover - pyodbc needs libodbc
         typer.echo(f"error: pyodbc cannot load: {exc}; install unixODBC", err=True)
         raise typer.Exit(ExitCode.FAILURE) from None
+    typer.echo(bitness_note())
     typer.echo("ODBC drivers:")
     for name in names or ["(none)"]:
         typer.echo(f"  {name}")

@@ -28,6 +28,7 @@ from pydantic import (
 
 from .csvout import RowPolicy
 from .datasets import DATASETS, ORDER, Column, DataSet, Kind, build
+from .drivers import Tls, driver_family, odbc_keys, tls_attributes, tls_conflicts
 from .errors import ConfigError
 
 _PASSWORD_IN_ODBC = re.compile(r"(^|;)\s*(PWD|PASSWORD)\s*=\s*[^;\s]", re.IGNORECASE)
@@ -52,6 +53,21 @@ class SourceSettings(_Strict):
     batch_size: int = Field(strict=True, default=5000, ge=1, le=1_000_000)
     time_zone: str | None = None
     count_rows: StrictBool = True
+    # SQL Server only (drivers.md): Encrypt= and TrustServerCertificate=.
+    encrypt: StrictBool | Literal["strict"] | None = None
+    trust_server_certificate: StrictBool | None = None
+
+    @property
+    def tls(self) -> Tls:
+        return Tls(self.encrypt, self.trust_server_certificate)
+
+    @field_validator("encrypt", mode="before")
+    @classmethod
+    def _encrypt_word(cls, value: object) -> object:
+        if value is not None and value is not True and value is not False:
+            if value != "strict":
+                raise ValueError('must be true, false or "strict"')
+        return value
 
     @field_validator("time_zone")
     @classmethod
@@ -86,7 +102,36 @@ class SourceSettings(_Strict):
                 "the URL holds a password; remove it and name a secret in "
                 "password_secret instead"
             )
+        self._check_tls()
         return self
+
+    def _check_tls(self) -> None:
+        """Encryption settings fit the driver and never repeat the string's own."""
+        tls = self.tls
+        if not tls.is_set:
+            return
+        if self.odbc:
+            keys = odbc_keys(self.odbc)
+            family = driver_family(keys.get("DRIVER"))
+            if keys.get("DRIVER"):
+                tls_attributes(family, tls)  # raises for a driver of another kind
+        elif self.url:
+            url = self.url.split("?", 1)
+            if not re.match(r"^mssql\+pyodbc://", url[0]):
+                raise ValueError(
+                    "encrypt and trust_server_certificate work with SQL Server URLs "
+                    "(mssql+pyodbc://) only"
+                )
+            query = url[1] if len(url) > 1 else ""
+            keys = {k.split("=", 1)[0].upper(): "" for k in query.split("&") if k}
+            family = "mssql"
+        else:
+            return  # a DSN's driver is known only when connecting
+        conflicts = tls_conflicts(family, keys, tls)
+        if conflicts:
+            raise ValueError(
+                f"{'; '.join(conflicts)} both set; keep only the [source] setting"
+            )
 
     def __repr__(self) -> str:
         kind = "odbc" if self.odbc else "dsn" if self.dsn else "url"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
+from . import drivers
 from .config import SourceSettings
 from .errors import ConfigError, ConnectError, QueryError
 from .templates import ParamStyle, Query
@@ -100,6 +101,7 @@ class OdbcSource:
         self._settings = settings
         self._password = password
         driver = self._driver_name()
+        self._family = drivers.driver_family(driver)
         self._conn_str = self._connection_string(driver)
         log.debug("connecting over ODBC (driver %s)", driver or "from DSN")
         try:
@@ -108,6 +110,11 @@ class OdbcSource:
             raise self._connect_error(exc, driver) from None
 
         self._info = self._read_info()
+        self._family = drivers.driver_family(driver, self._info.driver, self._info.dbms)
+        # SQL Server's DATETIMEOFFSET arrives as raw bytes without a converter.
+        self._conn.add_output_converter(
+            drivers.SQL_SS_TIMESTAMPOFFSET, drivers.datetimeoffset
+        )
         self._set_snapshot()
         self._set_decoding()
         self._set_query_timeout(settings.query_timeout)
@@ -121,12 +128,18 @@ class OdbcSource:
         )
 
     def _driver_name(self) -> str | None:
+        """The driver named in the string, else the DSN's; None for no such DSN."""
+        dsn = self._settings.dsn
         if self._settings.odbc:
             match = _DRIVER_IN_STRING.search(self._settings.odbc)
-            return match.group(1).strip() if match else None
+            if match:
+                return match.group(1).strip()
+            dsn = drivers.odbc_keys(self._settings.odbc).get("DSN")
+        if not dsn:
+            return None
         import pyodbc
 
-        return dict(pyodbc.dataSources()).get(self._settings.dsn or "")
+        return dict(pyodbc.dataSources()).get(dsn)
 
     def _connection_string(self, driver: str | None) -> str:
         base = self._settings.odbc or f"DSN={odbc_quote(self._settings.dsn or '')}"
@@ -140,7 +153,28 @@ class OdbcSource:
             # psqlODBC buffers a whole result in memory unless told to use a cursor.
             batch = self._settings.batch_size
             parts.append(f"UseDeclareFetch=1;Fetch={batch}")
+        parts.extend(self._driver_settings(base, driver))
         return ";".join(parts)
+
+    def _driver_settings(self, base: str, driver: str | None) -> list[str]:
+        """SQL Server's TLS settings and the driver's text settings (drivers.md)."""
+        keys = drivers.odbc_keys(base)
+        try:
+            tls, warnings = drivers.tls_attributes(
+                self._family, self._settings.tls, keys
+            )
+        except ValueError as exc:
+            if driver is None:  # no such DSN: connecting says so, plainly
+                return []
+            raise ConfigError(f"{exc}; the source's driver is {driver}") from None
+        if self._family == "mssql" and driver == "SQL Server":
+            warnings.append(
+                "DRIVER={SQL Server} is the old driver built into Windows: it lacks "
+                "current TLS and newer types; install ODBC Driver 18 for SQL Server"
+            )
+        for warning in warnings:
+            log.warning("%s", warning)
+        return tls + drivers.driver_attributes(self._family, keys)
 
     def _connect_error(self, exc: Any, driver: str | None) -> ConnectError:
         import pyodbc
@@ -151,8 +185,9 @@ class OdbcSource:
         if driver and driver not in pyodbc.drivers() and "/" not in driver:
             installed = ", ".join(pyodbc.drivers()) or "none"
             return ConnectError(
-                f"ODBC driver {driver!r} is not installed (installed: {installed}); "
-                "fix DRIVER= in source.odbc or install the driver (see drivers.md)",
+                f"ODBC driver {driver!r} is not installed (installed: {installed}; "
+                f"{drivers.bitness_note()}); fix DRIVER= in source.odbc or install "
+                "the driver (see drivers.md)",
                 exit_code=2,
             )
         if state == "IM002":
@@ -169,10 +204,10 @@ class OdbcSource:
                 "secret named by source.password_secret",
                 exit_code=3,
             )
-        return ConnectError(
-            f"cannot connect to {where}: {text}; check the server, port and "
-            "database name in the source settings"
+        hint = drivers.connect_hint(text) or (
+            "check the server, port and database name in the source settings"
         )
+        return ConnectError(f"cannot connect to {where}: {text}; {hint}")
 
     def _read_info(self) -> ServerInfo:
         import pyodbc
@@ -191,25 +226,25 @@ class OdbcSource:
         )
 
     def _set_decoding(self) -> None:
-        """Set text decoding per DBMS; pyodbc's defaults garble some drivers' text."""
+        """Set text decoding per driver; pyodbc's defaults garble some drivers' text."""
         import pyodbc
 
-        forced = self._settings.encoding
-        dbms = self._info.dbms.lower()
-        if forced:
-            self._conn.setdecoding(pyodbc.SQL_CHAR, encoding=forced)
-            self._conn.setdecoding(pyodbc.SQL_WCHAR, encoding=forced)
-            self._conn.setencoding(encoding=forced)
-        elif "mariadb" in dbms or "mysql" in dbms or "sqlite" in dbms:
-            # MariaDB Connector/ODBC returns UTF-8 for both C types; decoding it as
-            # UTF-16 (pyodbc's default for SQL_WCHAR) loses characters.
-            self._conn.setdecoding(pyodbc.SQL_CHAR, encoding="utf-8")
-            self._conn.setdecoding(pyodbc.SQL_WCHAR, encoding="utf-8")
-            self._conn.setencoding(encoding="utf-8")
-        elif "postgres" in dbms:
-            self._conn.setdecoding(pyodbc.SQL_CHAR, encoding="utf-8")
-            self._conn.setdecoding(pyodbc.SQL_WCHAR, encoding="utf-16le")
-            self._conn.setencoding(encoding="utf-8")
+        plan = drivers.decoding_for(self._family, self._settings.encoding)
+        if plan is None:
+            log.info(
+                "no known text decoding for %s: pyodbc's defaults apply; set "
+                "source.encoding if names come out wrong",
+                self._info.driver,
+            )
+            return
+        if plan.char_as_wide:
+            self._conn.setdecoding(
+                pyodbc.SQL_CHAR, encoding=plan.char, ctype=pyodbc.SQL_WCHAR
+            )
+        else:
+            self._conn.setdecoding(pyodbc.SQL_CHAR, encoding=plan.char)
+        self._conn.setdecoding(pyodbc.SQL_WCHAR, encoding=plan.wchar)
+        self._conn.setencoding(encoding=plan.encode)
 
     def _set_snapshot(self) -> None:
         """Repeatable read, so the row count and the fetch see the same rows."""
@@ -386,7 +421,7 @@ def undecodable(query: Query, exc: UnicodeDecodeError) -> QueryError:
 def _query_error(query: Query, exc: Any, secret: str | None) -> QueryError:
     state = exc.args[0] if exc.args else ""
     text = scrub_values(_scrub(str(exc.args[-1] if exc.args else exc), secret))
-    hint = "check the template against the database"
+    hint = drivers.query_hint(text) or "check the template against the database"
     if state in ("HYT00", "HYT01") or "timeout" in text.lower():
         hint = "the query ran past source.query_timeout; raise it or narrow the query"
     return QueryError(f"query from {query.template} failed: {text}; {hint}")
@@ -410,6 +445,7 @@ class SqlAlchemySource:
             url = url.set(username=settings.user)
         if password is not None:
             url = url.set(password=password)
+        url = _with_tls(url, settings)
         connect_args: dict[str, Any] = {}
         if url.get_backend_name() == "postgresql" and settings.query_timeout:
             ms = settings.query_timeout * 1000
@@ -434,11 +470,15 @@ class SqlAlchemySource:
             ) from None
         except SQLAlchemyError as exc:
             text = _scrub(str(getattr(exc, "orig", exc)), password)
-            auth = "password" in text.lower() or "denied" in text.lower()
-            raise ConnectError(
-                f"cannot connect to {url.render_as_string(hide_password=True)}: {text}",
-                exit_code=3 if auth else None,
-            ) from None
+            where = url.render_as_string(hide_password=True)
+            if "password" in text.lower() or "denied" in text.lower():
+                raise ConnectError(
+                    f"{where} refused the login: {text}; check source.user and the "
+                    "secret named by source.password_secret",
+                    exit_code=3,
+                ) from None
+            hint = drivers.connect_hint(text) or "check the server and database"
+            raise ConnectError(f"cannot connect to {where}: {text}; {hint}") from None
         if url.get_backend_name() == "postgresql":
             # After connecting: libpq's PGTZ would override a startup option.
             # The name was checked against the IANA database with the config.
@@ -515,6 +555,21 @@ class SqlAlchemySource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _with_tls(url: Any, settings: SourceSettings) -> Any:
+    """A ``mssql+pyodbc`` URL with ``[source]``'s encryption settings in its query."""
+    family: drivers.Family | None = None
+    if url.get_backend_name() == "mssql":
+        family = drivers.driver_family(str(url.query.get("driver", ""))) or "mssql"
+    keys = {k.upper(): str(v) for k, v in url.query.items()}
+    try:
+        tls, warnings = drivers.tls_attributes(family, settings.tls, keys)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; source.url is {url.get_backend_name()}") from None
+    for warning in warnings:
+        log.warning("%s", warning)
+    return url.update_query_dict(dict(part.split("=", 1) for part in tls))
 
 
 def list_drivers() -> tuple[list[str], dict[str, str]]:

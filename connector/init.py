@@ -214,6 +214,14 @@ def render_config(pack: Pack, answers: Answers) -> str:
             "# in [secrets] folder, or CONNECTOR_SECRET_SIS_DB, or the OS keyring.",
             f'{off}password_secret = "{PASSWORD_SECRET}"',
         ]
+    if DATABASE_KINDS[answers.database or pack.database].driver.endswith("SQL Server"):
+        lines += [
+            "# ODBC Driver 18 encrypts and verifies the server's certificate: a server",
+            "# with a self-signed one is refused; install its CA certificate here",
+            "# (drivers.md). Trusting it unverified is warned about on every run.",
+            "# encrypt = true",
+            "# trust_server_certificate = false",
+        ]
     lines += [
         "login_timeout = 30             # seconds to wait for the login",
         "query_timeout = 600            # seconds; 0 for none",
