@@ -9,6 +9,8 @@ The tree::
     ├── ConnectError               exit 3 for refused logins, 1 otherwise
     ├── QueryError                 exit 1: the database refused or broke a query
     ├── ExportError                exit 1: a row or file could not be written
+    ├── SourceFileError            exit 1 (4 while it is being written): a source
+    │                              file is missing, unreadable, old or changing
     ├── PackageError               exit 1: compressing or encrypting failed
     ├── UploadError                exit 4: the receiver could not be reached in time
     │   └── VerificationError      exit 5: the receiver holds other bytes than we sent
@@ -77,6 +79,10 @@ class QueryError(ConnectorError):
 
 class ExportError(ConnectorError):
     """A row could not be turned into a valid CSV record, or the file not written."""
+
+
+class SourceFileError(ConnectorError):
+    """A data set's source file is missing, unreadable, too old or being written."""
 
 
 class PackageError(ConnectorError):
