@@ -275,6 +275,11 @@ class FileSource:
         self.info = info or inspect_file(path, settle=settle)
         if info is not None:
             check_unchanged(info)
+        if self.info.size == 0:
+            raise SourceFileError(
+                f"data set {dataset.name}: {path} is empty; has the SIS export run? "
+                "Nothing was written or sent"
+            )
         self.layout = self._layout()
         if self.layout.sheet is not None:
             self.where = f"{path} (sheet {self.layout.sheet!r})"
@@ -362,6 +367,15 @@ class FileSource:
                 "(file_source.header_row); it is empty or shorter"
             )
         header = [_cell_text(c) for c in first[layout.header_row - 1]]
+        if "header_row" not in layout.detected:
+            wanted = _candidates(self.dataset, entries, pinned)
+            if wanted and find_header([header], wanted) < 0:
+                # Not a header: never quote its cells, they may be a student's.
+                raise SourceFileError(
+                    f"data set {self.dataset.name}: row {layout.header_row} of "
+                    f"{self.where} does not hold the mapped column names; check "
+                    "file_source.header_row (0 for a file without a header)"
+                )
         while header and header[-1] == "":
             header.pop()  # a trailing delimiter or formatted empty cells
         if not header:

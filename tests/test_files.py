@@ -633,3 +633,36 @@ def test_a_file_only_job_needs_no_source_and_missing_file_is_clear(
     code, _, stderr = cli("extract", "-c", str(job.path))
     assert code == ExitCode.FAILURE
     assert stderr.startswith(f"error: no file at {tmp_path / 'nothing.csv'}")
+
+
+def test_a_wrong_header_row_never_quotes_a_record(tmp_path: Path) -> None:
+    path = semicolon_file(tmp_path / "students.csv", HEADER, ROWS)
+    job = file_config(tmp_path, path, source="header_row = 2")
+    with pytest.raises(SourceFileError, match="row 2 of .* does not hold") as caught:
+        extract(job)
+    assert "Zo" not in str(caught.value) and "1001" not in str(caught.value)
+
+
+def test_a_template_mapping_that_no_longer_matches_the_view_stops(
+    tmp_path: Path,
+) -> None:
+    require("SQLite3" in pyodbc.drivers(), "the SQLite3 ODBC driver is missing")
+    db = tmp_path / "sis.db"
+    renamed = ["GIVEN" if h == "FIRST" else h for h in HEADER]
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"CREATE TABLE export ({', '.join(renamed)})")
+    (tmp_path / "students.sql.j2").write_text("SELECT * FROM export\n")
+    (tmp_path / "connector.toml").write_text(
+        f'[source]\nodbc = "DRIVER={{SQLite3}};Database={db}"\n'
+        f'[datasets.students]\ntemplate = "students.sql.j2"\n{NAME_MAP}'
+    )
+    job = load_job(tmp_path / "connector.toml")
+    with pytest.raises(ExportError, match=r"missing 'FIRST' \(for first_name\)"):
+        extract(job)
+
+
+def test_an_empty_file_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "students.csv"
+    path.write_bytes(b"")
+    with pytest.raises(SourceFileError, match="is empty; has the SIS export run"):
+        extract(file_config(tmp_path, path))
