@@ -281,9 +281,9 @@ class FileSource:
                 "Nothing was written or sent"
             )
         self.layout = self._layout()
+        self.header, self._width = self._read_header(entries)
         if self.layout.sheet is not None:
             self.where = f"{path} (sheet {self.layout.sheet!r})"
-        self.header, self._width = self._read_header(entries)
         pinned = settings.columns
         by_position = any(isinstance(e.column, int) for e in entries.values())
         if pinned is not None:
@@ -628,7 +628,7 @@ def check_fresh(
     *,
     force: bool = False,
     wait: float | None = None,
-    poll: float = 5.0,
+    poll: float = 2.0,
 ) -> dict[str, FileInfo]:
     """Look at each data set's source file before a run sends it.
 
@@ -645,7 +645,7 @@ def check_fresh(
     while True:
         try:
             return {name: _fresh(job, name, force) for name in chosen}
-        except SourceFileError as exc:
+        except (SourceFileError, AlreadyDoneError) as exc:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise

@@ -666,3 +666,21 @@ def test_an_empty_file_is_reported(tmp_path: Path) -> None:
     path.write_bytes(b"")
     with pytest.raises(SourceFileError, match="is empty; has the SIS export run"):
         extract(file_config(tmp_path, path))
+
+
+def test_run_waits_for_todays_file_to_replace_yesterdays(
+    tmp_path: Path, live: Receiver
+) -> None:
+    path = semicolon_file(tmp_path / "students.csv", HEADER, ROWS)
+    job = file_config(tmp_path, path, destination=destination(tmp_path, live))
+    run(job)
+    today = [*ROWS, ["1006", "Ida", "Lind", "", "101"] + [""] * 5]
+    later = threading.Timer(0.5, lambda: semicolon_file(path, HEADER, today))
+    later.start()
+    try:
+        report = run(job, wait=10)
+    finally:
+        later.cancel()
+    assert report.outcome == "sent"
+    export = report.export("students")
+    assert export is not None and export.written == 6
