@@ -684,3 +684,48 @@ def test_run_waits_for_todays_file_to_replace_yesterdays(
     assert report.outcome == "sent"
     export = report.export("students")
     assert export is not None and export.written == 6
+
+
+def test_an_xlsx_header_row_can_be_pinned(
+    tmp_path: Path, database_export: bytes
+) -> None:
+    path = write_shape(tmp_path, "xlsx-title-row")
+    job = file_config(tmp_path, path, source='header_row = 3\nsheet = "Students"')
+    [result] = extract(job)
+    assert result.path.read_bytes() == database_export
+
+
+def test_a_job_mixes_a_database_and_a_file(tmp_path: Path) -> None:
+    require("SQLite3" in pyodbc.drivers(), "the SQLite3 ODBC driver is missing")
+    db = tmp_path / "sis.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"CREATE TABLE export ({', '.join(HEADER)})")
+        conn.executemany(f"INSERT INTO export VALUES ({', '.join('?' * 10)})", ROWS)
+    (tmp_path / "students.sql.j2").write_text("SELECT * FROM export\n")
+    absences = tmp_path / "absences.txt"
+    write_text(
+        absences,
+        ["Student", "Code", "Date", "Periods"],
+        [["1001", "ILL", "2025-09-03", ""], ["1002", "UNX", "09/04/2025", "1,3"]]
+        + [["9999", "ILL", "2025-09-04", ""]],
+        delimiter="\t",
+        encoding="utf-8",
+        newline="\r\n",
+        quoted=False,
+    )
+    (tmp_path / "connector.toml").write_text(
+        f'[source]\nodbc = "DRIVER={{SQLite3}};Database={db}"\n'
+        f'[datasets.students]\ntemplate = "students.sql.j2"\n{NAME_MAP}'
+        '[datasets.attendance]\nunknown_students = "reject"\nmax_rejected = 0.5\n'
+        '[datasets.attendance.file_source]\npath = "absences.txt"\n'
+        '[datasets.attendance.map]\nstudent_id = "Student"\nreason_code = "Code"\n'
+        'absence_date = "Date"\n'
+    )
+    job = load_job(tmp_path / "connector.toml")
+    students, attendance = extract(job)
+    assert students.written == 5
+    assert attendance.path.read_bytes().splitlines()[1:] == [
+        b'"1001","ILL","09/03/2025",""',
+        b'"1002","UNX","09/04/2025","1,3"',
+    ]
+    assert (attendance.fetched, attendance.rejected, attendance.expected) == (3, 1, 3)
