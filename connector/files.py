@@ -443,6 +443,9 @@ class FileSource:
                     f"{self.path} has no sheet {name!r} (file_source.sheet); its "
                     f"sheets: {', '.join(book.sheetnames)}"
                 )
+            # Trust no stored size: without one (files not written by Excel)
+            # openpyxl would read the whole sheet once just to compute it.
+            sheet.reset_dimensions()
             rows = sheet.iter_rows(min_row=1, values_only=True)
             yield from enumerate(rows, start=1)
         finally:
