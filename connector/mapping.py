@@ -145,30 +145,13 @@ def resolve(
         if entry is not None and entry.value is not None:
             picks.append(Pick(column.name, None, constant=entry.value))
             continue
-        if entry is not None and isinstance(entry.column, int):
-            index: int | None = entry.column - 1
-            if index is not None and index >= len(columns):
-                missing.append(f"column {entry.column} (for {column.name})")
-                continue
-        else:
-            wanted = [entry.column] if entry is not None else [column.name]
-            if entry is None:
-                wanted.append(column.header)
-            index = next(
-                (position[fold(str(w))] for w in wanted if fold(str(w)) in position),
-                None,
-            )
-            if index is None:
-                label = str(wanted[0]) if entry is not None else column.header
-                missing.append(
-                    f"{label!r} (for {column.name})" if entry else repr(label)
-                )
-                continue
-        assert index is not None
+        index, label = _locate(column.name, column.header, entry, position, columns)
+        if index is None:
+            missing.append(label)
+            continue
         used.add(index)
-        picks.append(
-            Pick(column.name, index, default=None if entry is None else entry.default)
-        )
+        default = None if entry is None else entry.default
+        picks.append(Pick(column.name, index, default=default))
     unused = tuple(c for i, c in enumerate(columns) if i not in used)
     problems = []
     if missing:
@@ -192,6 +175,24 @@ def resolve(
     return Plan(tuple(picks), unused)
 
 
+def _locate(
+    name: str,
+    header: str,
+    entry: MapEntry | None,
+    position: Mapping[str, int],
+    columns: Sequence[str],
+) -> tuple[int | None, str]:
+    """Where a data set column is among the source's columns, or None and how to
+    name what is missing."""
+    if entry is None:
+        found = position.get(fold(name), position.get(fold(header)))
+        return found, repr(header)
+    if isinstance(entry.column, int):
+        found = entry.column - 1 if entry.column <= len(columns) else None
+        return found, f"column {entry.column} (for {name})"
+    return position.get(fold(str(entry.column))), f"{entry.column!r} (for {name})"
+
+
 def _wanted(entries: Mapping[str, MapEntry], dataset: DataSet) -> set[str]:
     names = {fold(str(e.column)) for e in entries.values() if e.column is not None}
     for column in dataset.columns:
@@ -199,16 +200,3 @@ def _wanted(entries: Mapping[str, MapEntry], dataset: DataSet) -> set[str]:
             names |= {fold(column.name), fold(column.header)}
     return names
 
-
-def expected_names(dataset: DataSet, entries: Mapping[str, MapEntry]) -> list[str]:
-    """The header names a mapping looks for (to find the header row)."""
-    names = []
-    for column in dataset.columns:
-        if not column.is_selected:
-            continue
-        entry = entries.get(column.name)
-        if entry is None:
-            names.append(column.header)
-        elif isinstance(entry.column, str):
-            names.append(entry.column)
-    return names
