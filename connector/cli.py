@@ -380,6 +380,7 @@ def run(
         typer.Option(
             "--wait",
             min=0,
+            metavar="SECONDS",
             help="Seconds to wait for a fresh source file (default: file_source.wait).",
         ),
     ] = None,
