@@ -15,7 +15,8 @@ The tree::
     ├── UploadError                exit 4: the receiver could not be reached in time
     │   └── VerificationError      exit 5: the receiver holds other bytes than we sent
     ├── HeldError                  exit 6: the safety gate held the send
-    ├── AlreadyDoneError           exit 7: this business date was already sent
+    ├── AlreadyDoneError           exit 7: this business date (or source file) was
+    │                              already sent
     └── LockedError                exit 8: another run of this config is running
 
 The library raises these and never prints or exits; ``connector.cli`` turns them into
@@ -108,7 +109,8 @@ class HeldError(ConnectorError):
 
 
 class AlreadyDoneError(ConnectorError):
-    """The business date was already sent; ``--force`` sends it again."""
+    """The business date, or the very same source file, was already sent;
+    ``--force`` sends it again."""
 
     exit_code = ExitCode.ALREADY_DONE
 
