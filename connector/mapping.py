@@ -199,4 +199,3 @@ def _wanted(entries: Mapping[str, MapEntry], dataset: DataSet) -> set[str]:
         if column.name not in entries:
             names |= {fold(column.name), fold(column.header)}
     return names
-
