@@ -21,11 +21,11 @@ from .errors import ConfigError, ConnectorError, ExitCode
 
 EXIT_CODES = """Exit codes: 0 success; 1 failure; 2 usage or configuration error
 (config file, template, --param, unknown driver); 3 secret missing or login refused;
-4 receiver unreachable or a source file still being written, try again later; 5 the receiver holds
-other bytes than were sent; 6 the safety gate held the send (an empty export or
-too many rows gone; see the changes report, then --accept-change); 7 this
-business date or this very source file was already sent (--force sends again); 8
-another run of the same config is running."""
+4 receiver unreachable or a source file still being written, try again later (the
+payload is kept); 5 the receiver holds other bytes than were sent; 6 the safety
+gate held the send (an empty export or too many rows gone; see the changes report,
+then --accept-change); 7 this business date or this very source file was already
+sent (--force sends again); 8 another run of the same config is running."""
 
 app = typer.Typer(
     name="connector",
