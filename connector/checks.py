@@ -18,6 +18,7 @@ from .pipeline import (
     check_not_empty,
     database_password,
     job_params,
+    map_result,
     render_all,
     selected,
 )
@@ -29,11 +30,13 @@ class DataSetCheck:
     verdict: str = "ok"
     is_ok: bool = True
     preview: list[tuple[str, ...]] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+    """For a file: what was read and how, and the config lines that pin it."""
 
 
 @dataclass
 class CheckOutcome:
-    server: ServerInfo
+    server: ServerInfo | None
     datasets: list[DataSetCheck]
 
     @property
@@ -55,20 +58,31 @@ def check_job(
     """
     chosen = selected(job, names)
     merged = job_params(job, params, chosen)
-    password = database_password(job)
     checks: list[DataSetCheck] = []
-    with open_source(job.source, password) as source:
-        server = source.describe()
+    needs_database = any(job.file_source(n) is None for n in chosen)
+    with (
+        open_source(job.source, database_password(job))
+        if needs_database
+        else contextlib.nullcontext()
+    ) as source:
+        server = None if source is None else source.describe()
         for name in chosen:
             check = DataSetCheck(name)
             checks.append(check)
             try:
-                query = render_all(job, [name], merged)[name]
                 dataset = job.dataset(name)
-                columns, batches = source.stream(query, rows)
-                with contextlib.closing(batches):
-                    order = column_order(dataset, columns)
-                    first = next(batches, [])
+                found = ""
+                if job.file_source(name) is not None:
+                    columns, first, records = _read_file(job, name, rows, check)
+                    found = f", {records} record(s) in the file"
+                else:
+                    assert source is not None
+                    query = render_all(job, [name], merged)[name]
+                    columns, batches = source.stream(query, rows)
+                    columns, batches = map_result(job, name, columns, batches)
+                    with contextlib.closing(batches):
+                        first = next(batches, [])
+                order = column_order(dataset, columns)
                 check_not_empty(job, name, len(first))
                 check.preview, changes = shape_batch(dataset, order, first, job.zone)
                 for number, row in enumerate(check.preview, start=1):
@@ -82,10 +96,23 @@ def check_job(
                     for _, column, rule in changes
                 )
                 noted = ", ".join(f"{k} {v}" for k, v in sorted(issues.items()))
-                check.verdict = f"ok: columns match, {len(first)} row(s) fetched" + (
-                    f"; cleaned: {noted}" if noted else ""
+                check.verdict = (
+                    f"ok: columns match{found}, {len(first)} row(s) fetched"
+                    + (f"; cleaned: {noted}" if noted else "")
                 )
             except ConnectorError as exc:
                 check.is_ok = False
                 check.verdict = f"FAILED: {exc}"
     return CheckOutcome(server=server, datasets=checks)
+
+
+def _read_file(
+    job: Job, name: str, rows: int, check: DataSetCheck
+) -> tuple[list[str], list[tuple[Any, ...]], int]:
+    """A file's first rows, mapped, and its record count; what was detected goes
+    into ``check.details`` so that the DBA can pin it."""
+    from .files import describe_file, open_file_source
+
+    with open_file_source(job, name, settle=False) as source:
+        check.details = describe_file(source)
+        return source.plan.names, source.preview(rows), source.count()

@@ -21,11 +21,11 @@ from .errors import ConfigError, ConnectorError, ExitCode
 
 EXIT_CODES = """Exit codes: 0 success; 1 failure; 2 usage or configuration error
 (config file, template, --param, unknown driver); 3 secret missing or login refused;
-4 receiver unreachable, try again later (the payload is kept); 5 the receiver holds
-other bytes than were sent; 6 the safety gate held the send (an empty export or
-too many rows gone; see the changes report, then --accept-change); 7 this
-business date was already sent (--force sends again); 8 another run of the same
-config is running."""
+4 receiver unreachable or a source file still being written, try again later (the
+payload is kept); 5 the receiver holds other bytes than were sent; 6 the safety
+gate held the send (an empty export or too many rows gone; see the changes report,
+then --accept-change); 7 this business date or this very source file was already
+sent (--force sends again); 8 another run of the same config is running."""
 
 app = typer.Typer(
     name="connector",
@@ -233,7 +233,10 @@ def test(
     """Check the connection and every template without writing any file.
 
     Connects, shows the server and driver, renders and runs each template, and
-    checks its columns against the data set, fetching only a few rows.
+    checks its columns against the data set, fetching only a few rows. A data set
+    read from a file (file_source) shows the file's size, age and hash, how it is
+    read (format, encoding, delimiter, header row: detected ones can be pinned
+    with the lines shown), its columns and its record count.
 
     Example: connector test -c /etc/connector/connector.toml --rows 3
     """
@@ -246,11 +249,14 @@ def test(
         outcome = check_job(job, names=dataset, params=_params(param), rows=rows)
     except ConnectorError as exc:
         raise _fail(exc) from None
-    typer.echo(
-        f"server: {outcome.server.dbms} {outcome.server.dbms_version}\n"
-        f"driver: {outcome.server.driver} {outcome.server.driver_version}"
-    )
+    if outcome.server is not None:
+        typer.echo(
+            f"server: {outcome.server.dbms} {outcome.server.dbms_version}\n"
+            f"driver: {outcome.server.driver} {outcome.server.driver_version}"
+        )
     for check in outcome.datasets:
+        for line in check.details:
+            typer.echo(f"{check.name}: {line}")
         typer.echo(f"{check.name}: {check.verdict}", err=not check.is_ok)
         if preview and check.preview:
             for row in check.preview:
@@ -366,6 +372,23 @@ def run(
     config: ConfigOption = Path("connector.toml"),
     param: ParamOption = None,
     accept_change: AcceptOption = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Send a source file older than its max_age, or the same file "
+            "as last time.",
+        ),
+    ] = False,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            "--wait",
+            min=0,
+            metavar="SECONDS",
+            help="Seconds to wait for a fresh source file (default: file_source.wait).",
+        ),
+    ] = None,
 ) -> None:
     """The nightly job: extract every data set, gate, then send and verify each.
 
@@ -376,7 +399,12 @@ def run(
     after every upload is verified. The run report (a table here, run-report.json
     in the output folder) counts what each data set went through.
 
-    Example: connector run -c /etc/connector/connector.toml
+    A data set read from a file (file_source) is sent only when the file is
+    there, has stopped changing, is not older than max_age and is not the very
+    file sent last time (exit 7); --force sends an old or repeated file, --wait
+    waits for a fresh one.
+
+    Example: connector run -c /etc/connector/connector.toml --wait 1800
     """
     from .config import load_job
     from .pipeline import run as run_job
@@ -385,7 +413,14 @@ def run(
     report = RunReport(command="run")
     try:
         job = load_job(config)
-        run_job(job, params=_params(param), report=report, accept_change=accept_change)
+        run_job(
+            job,
+            params=_params(param),
+            report=report,
+            accept_change=accept_change,
+            force=force,
+            wait=wait,
+        )
     except ConnectorError as exc:
         if report.exports:
             _print_report(report)

@@ -13,7 +13,7 @@ import re
 import tomllib
 import zoneinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import (
@@ -182,10 +182,130 @@ class ColumnSettings(_Strict):
         return Column(self.name, self.header, kind, limit, self.required, self.source)
 
 
-class DataSetSettings(_Strict):
-    """One data set: its template, its file and the rules its rows go through."""
+class FileSourceSettings(_Strict):
+    """A file that holds a data set's rows: an SIS export or a kept spreadsheet.
 
-    template: Path
+    What is not given (format, encoding, delimiter, header row) is detected, and
+    ``connector test`` shows what was found so that it can be pinned here.
+    """
+
+    path: Path
+    format: Literal["csv", "xlsx"] | None = None
+    encoding: str | None = None
+    delimiter: str | None = None
+    header_row: int | None = Field(strict=True, default=None, ge=0, le=1000)
+    sheet: str | None = None
+    columns: list[str] | None = None
+    settle: float = Field(strict=True, default=2.0, ge=0, le=600)
+    max_age: str | None = Field(default=None, pattern=r"^\s*\d+(\.\d+)?\s*[smhd]\s*$")
+    wait: float = Field(strict=True, default=0.0, ge=0, le=86400)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is not None:
+            import codecs
+
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(
+                    f"unknown encoding {value!r}; use utf-8, utf-8-sig, utf-16, "
+                    "cp1252 (Windows-1252) or latin-1"
+                ) from None
+        return value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_delimiter(cls, value: str | None) -> str | None:
+        if value is not None:
+            value = "\t" if value.lower() == "tab" else value
+            if value not in (",", ";", "\t", "|"):
+                raise ValueError('must be one of ",", ";", "tab" or "|"')
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _distinct_columns(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            folded = [c.strip().casefold() for c in value]
+            if not value or "" in folded or len(set(folded)) != len(folded):
+                raise ValueError(
+                    "must list the file's columns, each once and not empty, as "
+                    "`connector test` shows them"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _format_keys(self) -> FileSourceSettings:
+        kind = self.format or (
+            "xlsx" if self.path.suffix.lower() in (".xlsx", ".xlsm") else "csv"
+        )
+        if kind == "xlsx":
+            for key in ("encoding", "delimiter"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: a workbook has no {key}; drop it")
+        elif self.sheet is not None:
+            raise ValueError("sheet: only a workbook (format = 'xlsx') has sheets")
+        if self.header_row == 0 and self.columns is None:
+            raise ValueError(
+                "header_row = 0 (no header) needs columns: the file's columns in "
+                "order, so that a record with a field more or less is caught"
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["csv", "xlsx"]:
+        if self.format is not None:
+            return self.format
+        return "xlsx" if self.path.suffix.lower() in (".xlsx", ".xlsm") else "csv"
+
+    @property
+    def max_age_seconds(self) -> float | None:
+        if self.max_age is None:
+            return None
+        text = self.max_age.strip()
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[text[-1]]
+        return float(text[:-1].strip()) * unit
+
+
+class MapEntry(_Strict):
+    """Where one data set column comes from: a source column, or a constant."""
+
+    column: str | int | None = None
+    value: str | None = None
+    default: str | None = None
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> MapEntry:
+        if (self.column is None) == (self.value is None):
+            raise ValueError(
+                "give exactly one of column (a header name or a position) and "
+                "value (a constant)"
+            )
+        if self.value is not None and self.default is not None:
+            raise ValueError("a constant value needs no default")
+        if isinstance(self.column, int) and (
+            isinstance(self.column, bool) or self.column < 1
+        ):
+            raise ValueError("a position counts from 1 (the first column)")
+        return self
+
+
+MapValue = Annotated[str, Field(min_length=1)] | Annotated[int, Field(ge=1)] | MapEntry
+
+
+def _entry(value: MapValue) -> MapEntry:
+    return value if isinstance(value, MapEntry) else MapEntry(column=value)
+
+
+class DataSetSettings(_Strict):
+    """One data set: its template or file, its export and the rules its rows go
+    through."""
+
+    template: Path | None = None
+    file_source: FileSourceSettings | None = None
+    map: dict[str, MapValue] = Field(default_factory=dict)
     file: str | None = None
     enabled: StrictBool = True
     columns: list[ColumnSettings] = Field(default_factory=list)
@@ -210,6 +330,48 @@ class DataSetSettings(_Strict):
                 "must be a plain file name ending in .csv or .txt, such as students.csv"
             )
         return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSetSettings:
+        if (self.template is None) == (self.file_source is None):
+            raise ValueError(
+                "give exactly one of template (a SQL template) and file_source "
+                "(a file to read)"
+            )
+        entries = self.entries
+        by_position = [k for k, e in entries.items() if isinstance(e.column, int)]
+        if by_position and self.template is not None:
+            raise ValueError(
+                f"map.{by_position[0]}: a template's result is mapped by column "
+                "name, not position"
+            )
+        pinned = self.file_source.columns if self.file_source else None
+        if by_position and pinned is None:
+            raise ValueError(
+                f"map.{by_position[0]}: a mapping by position needs "
+                "file_source.columns (the file's columns, as `connector test` "
+                "shows them), so that a column added, removed or moved stops the "
+                "run instead of shifting values into the wrong fields"
+            )
+        if pinned is not None:
+            folded = {c.strip().casefold() for c in pinned}
+            for key, entry in entries.items():
+                column = entry.column
+                if isinstance(column, int) and column > len(pinned):
+                    raise ValueError(
+                        f"map.{key}: position {column}, but columns lists only "
+                        f"{len(pinned)}"
+                    )
+                if isinstance(column, str) and column.strip().casefold() not in folded:
+                    raise ValueError(
+                        f"map.{key}: {column!r} is not one of file_source.columns"
+                    )
+        return self
+
+    @property
+    def entries(self) -> dict[str, MapEntry]:
+        """The column mapping, every entry in its long form."""
+        return {k: _entry(v) for k, v in self.map.items()}
 
 
 class OutputSettings(_Strict):
@@ -298,7 +460,7 @@ class SecretsSettings(_Strict):
 
 
 class Settings(_Strict):
-    source: SourceSettings
+    source: SourceSettings | None = None
     params: dict[str, ParamValue] = Field(default_factory=dict)
     datasets: dict[str, DataSetSettings]
     output: OutputSettings = Field(default_factory=OutputSettings)
@@ -337,6 +499,13 @@ class Settings(_Strict):
                 for key in ("periods", "period_columns", "unknown_students"):
                     if key in settings.model_fields_set:
                         raise ValueError(f"{name}.{key}: only attendance has {key}")
+            selected = set(dataset.selected_names)
+            for key in settings.map:
+                if key not in selected:
+                    raise ValueError(
+                        f"{name}.map.{key}: not a column of {name}; its columns are "
+                        f"{', '.join(dataset.selected_names)}"
+                    )
             file = settings.file or f"{name}.csv"
             if file in files:
                 raise ValueError(
@@ -345,6 +514,17 @@ class Settings(_Strict):
                 )
             files[file] = name
         return value
+
+    @model_validator(mode="after")
+    def _source_when_needed(self) -> Settings:
+        if self.source is None:
+            reading = [n for n, d in self.datasets.items() if d.enabled and d.template]
+            if reading:
+                raise ValueError(
+                    f"[source] is missing: data set {reading[0]} runs a template; "
+                    "give [source] or read the data set from a file_source"
+                )
+        return self
 
 
 class Job:
@@ -360,7 +540,31 @@ class Job:
 
     @property
     def source(self) -> SourceSettings:
+        """The database settings; only data sets with a template need them."""
+        if self.settings.source is None:
+            raise ConfigError(f"{self.path}: [source] is missing")
         return self.settings.source
+
+    @property
+    def has_database(self) -> bool:
+        return self.settings.source is not None
+
+    def file_source(self, name: str) -> FileSourceSettings | None:
+        """The file data set ``name`` is read from, or None for a template."""
+        return self.settings.datasets[name].file_source
+
+    def column_map(self, name: str) -> dict[str, MapEntry]:
+        return self.settings.datasets[name].entries
+
+    def file_path(self, name: str) -> Path:
+        settings = self.file_source(name)
+        assert settings is not None, name
+        return self.resolve(settings.path)
+
+    @property
+    def batch_size(self) -> int:
+        source = self.settings.source
+        return 5000 if source is None else source.batch_size
 
     @property
     def datasets(self) -> dict[str, DataSetSettings]:
@@ -404,11 +608,15 @@ class Job:
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo | None:
-        name = self.source.time_zone
+        source = self.settings.source
+        name = None if source is None else source.time_zone
         return None if name is None else zoneinfo.ZoneInfo(name)
 
     def template_path(self, name: str) -> Path:
-        return self.resolve(self.settings.datasets[name].template)
+        template = self.settings.datasets[name].template
+        if template is None:
+            raise ConfigError(f"{self.path}: datasets.{name} has no template")
+        return self.resolve(template)
 
     def export_name(self, name: str) -> str:
         return self.settings.datasets[name].file or f"{name}.csv"
@@ -485,7 +693,7 @@ def _first_problem(exc: ValidationError) -> str:
         message = "unknown key; check its spelling against the README"
     elif error["type"] == "missing":
         message = "required key is missing"
-    elif key == "datasets" and re.match(r"^\w+\.\w+: ", message):
+    elif key == "datasets" and re.match(r"^\w+(\.\w+)+: ", message):
         # A check across the data sets names the key it is about.
         where, message = message.split(": ", 1)
         key = f"datasets.{where}"
@@ -495,6 +703,8 @@ def _first_problem(exc: ValidationError) -> str:
 
 def _check_paths(job: Job) -> None:
     for name in job.datasets:
+        if job.file_source(name) is not None:
+            continue
         template = job.template_path(name)
         if not template.is_file():
             raise ConfigError(

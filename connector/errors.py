@@ -9,11 +9,14 @@ The tree::
     ├── ConnectError               exit 3 for refused logins, 1 otherwise
     ├── QueryError                 exit 1: the database refused or broke a query
     ├── ExportError                exit 1: a row or file could not be written
+    ├── SourceFileError            exit 1 (4 while it is being written): a source
+    │                              file is missing, unreadable, old or changing
     ├── PackageError               exit 1: compressing or encrypting failed
     ├── UploadError                exit 4: the receiver could not be reached in time
     │   └── VerificationError      exit 5: the receiver holds other bytes than we sent
     ├── HeldError                  exit 6: the safety gate held the send
-    ├── AlreadyDoneError           exit 7: this business date was already sent
+    ├── AlreadyDoneError           exit 7: this business date (or source file) was
+    │                              already sent
     └── LockedError                exit 8: another run of this config is running
 
 The library raises these and never prints or exits; ``connector.cli`` turns them into
@@ -79,6 +82,10 @@ class ExportError(ConnectorError):
     """A row could not be turned into a valid CSV record, or the file not written."""
 
 
+class SourceFileError(ConnectorError):
+    """A data set's source file is missing, unreadable, too old or being written."""
+
+
 class PackageError(ConnectorError):
     """A file could not be compressed or encrypted."""
 
@@ -102,7 +109,8 @@ class HeldError(ConnectorError):
 
 
 class AlreadyDoneError(ConnectorError):
-    """The business date was already sent; ``--force`` sends it again."""
+    """The business date, or the very same source file, was already sent;
+    ``--force`` sends it again."""
 
     exit_code = ExitCode.ALREADY_DONE
 

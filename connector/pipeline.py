@@ -15,13 +15,13 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Job
 from .csvout import ExportResult, ExportWriter, check_export, column_order
-from .database import Source, open_source
+from .database import Batches, Source, open_source
 from .errors import ConfigError, ConnectorError, ExportError, HeldError
 from .report import RunReport
 from .secrets import get_secret
@@ -46,6 +46,7 @@ def job_params(
     among ``names`` must use: a misspelt override would silently widen the export.
     """
     if overrides:
+        names = [n for n in names if job.file_source(n) is None]
         used = set().union(*(template_names(job.template_path(n)) for n in names))
         unused = sorted(set(overrides) - used)
         if unused:
@@ -64,7 +65,13 @@ def job_params(
 def render_all(
     job: Job, names: Iterable[str], params: Mapping[str, Any]
 ) -> dict[str, Query]:
-    """Render every template before connecting, so a typo costs no database time."""
+    """Render every template before connecting, so a typo costs no database time.
+
+    Data sets read from a file have no template and are left out.
+    """
+    names = [n for n in names if job.file_source(n) is None]
+    if not names:
+        return {}
     style: ParamStyle = "named" if job.source.url else "qmark"
     return {
         name: render_query(job.template_path(name), params, style=style)
@@ -118,12 +125,10 @@ def extract(
     report = report if report is not None else RunReport(command="extract")
     chosen = selected(job, names)
     queries = render_all(job, chosen, job_params(job, params, chosen))
-    password = database_password(job)
     target = folder or job.output_folder
     writers: dict[str, ExportWriter] = {}
     try:
-        with open_source(job.source, password) as source:
-            report.server = source.describe()
+        with _database(job, queries, report) as source:
             for name in chosen:
                 students = writers.get("students")
                 writer = ExportWriter(
@@ -138,7 +143,11 @@ def extract(
                 )
                 writers[name] = writer
                 report.exports.append(writer.result)
-                fill_export(job, writer, source, queries[name])
+                if name in queries:
+                    assert source is not None
+                    fill_export(job, writer, source, queries[name])
+                else:
+                    _fill_file(job, writer, report)
                 result = writer.finish()
                 log.info(
                     "data set %s: %d rows fetched, %d written, %d rejected",
@@ -156,8 +165,53 @@ def extract(
     return [writer.commit() for writer in writers.values()]
 
 
+@contextlib.contextmanager
+def _database(
+    job: Job, queries: Mapping[str, Query], report: RunReport
+) -> Iterator[Source | None]:
+    """The database connection, when a data set runs a template."""
+    if not queries:
+        yield None
+        return
+    with open_source(job.source, database_password(job)) as source:
+        report.server = source.describe()
+        yield source
+
+
+def _fill_file(job: Job, writer: ExportWriter, report: RunReport) -> None:
+    """Read, clean and write one data set from its file, every record accounted
+    for; the file was looked at already when ``report.sources`` has it."""
+    from .files import FileInfo, open_file_source
+
+    name = writer.dataset.name
+    known = report.sources.get(name)
+    info = (
+        FileInfo(Path(known["path"]), known["size"], known["mtime_ns"], known["sha256"])
+        if known
+        else None
+    )
+    with open_file_source(job, name, info=info, settle=info is None) as source:
+        report.sources[name] = {
+            **source.info.as_dict(),
+            "mtime_ns": source.info.mtime_ns,
+            "layout": source.layout.as_dict(),
+        }
+        expected = source.count()
+        columns, batches = source.stream(None, job.batch_size)
+        with contextlib.closing(batches):
+            order = column_order(writer.dataset, columns)
+            for batch in batches:
+                writer.write_batch(order, batch)
+    check_accounted(writer.result, expected)
+
+
 def check_not_empty(job: Job, name: str, rows: int) -> None:
     """An empty students or staff result means something broke: stop."""
+    if rows == 0 and name in _MUST_HAVE_ROWS and job.file_source(name) is not None:
+        raise ExportError(
+            f"data set {name}: {job.file_path(name)} holds no records; nothing "
+            "was written. Check the file and file_source.header_row"
+        )
     if rows == 0 and name in _MUST_HAVE_ROWS:
         raise ExportError(
             f"data set {name}: the query returned no rows; nothing was written. "
@@ -170,12 +224,38 @@ def fill_export(job: Job, writer: ExportWriter, source: Source, query: Query) ->
     """Count, fetch, clean and write one data set; every row must be accounted for."""
     expected = source.count(query) if job.source.count_rows else None
     columns, batches = source.stream(query, job.source.batch_size)
+    columns, batches = map_result(job, writer.dataset.name, columns, batches)
     # Close the cursor now, while its connection is still open.
     with contextlib.closing(batches):
         order = column_order(writer.dataset, columns)
         for batch in batches:
             writer.write_batch(order, batch)
     check_accounted(writer.result, expected)
+
+
+def map_result(
+    job: Job, name: str, columns: list[str], batches: Batches
+) -> tuple[list[str], Batches]:
+    """A template's result renamed by ``[datasets.X.map]``, when there is one."""
+    entries = job.column_map(name)
+    if not entries:
+        return columns, batches
+    from .mapping import resolve
+
+    plan = resolve(
+        f"the query from {job.template_path(name)}",
+        job.dataset(name),
+        columns,
+        entries,
+        strict=False,
+    )
+
+    def mapped() -> Batches:
+        with contextlib.closing(batches):
+            for batch in batches:
+                yield plan.apply(batch)
+
+    return plan.names, mapped()
 
 
 def check_accounted(result: ExportResult, expected: int | None) -> None:
@@ -376,8 +456,26 @@ def send_pending(
             "name the exports to send"
         )
     send(job, exports, report, accept_change=accept_change)
+    _record_sources(job, report.run_id)
     _publish(job, exports)
     return report
+
+
+def _record_sources(job: Job, run_id: str) -> None:
+    """After a verified send: the source files the pending exports came from
+    become the ones sent (a run refuses to send the same file again)."""
+    from .files import SENT_NAME, record_sent
+
+    marker = job.pending_folder / SENT_NAME
+    try:
+        sources = json.loads(marker.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        log.warning("%s cannot be read (%s); source files not recorded", marker, exc)
+        return
+    record_sent(job, sources, run_id)
+    marker.unlink()
 
 
 def run(
@@ -386,14 +484,20 @@ def run(
     params: Mapping[str, Any] | None = None,
     report: RunReport | None = None,
     accept_change: bool = False,
+    force: bool = False,
+    wait: float | None = None,
 ) -> RunReport:
     """The nightly job: extract to the pending folder, gate, send, then publish.
 
-    The run report is written into the output folder whatever the outcome.
+    A data set read from a file is first checked to be fresh (``files.check_fresh``:
+    there, no longer being written, not older than ``max_age``, not the file sent
+    last time); ``force`` sends an old or already sent file anyway; ``wait``
+    seconds are spent waiting for a fresh one. The run report is written into the
+    output folder whatever the outcome.
     """
     report = report if report is not None else RunReport(command="run")
     try:
-        _run(job, params, report, accept_change)
+        _run(job, params, report, accept_change, force=force, wait=wait)
     except ConnectorError as exc:
         report.outcome = "held" if isinstance(exc, HeldError) else "failed"
         report.error = str(exc)
@@ -412,15 +516,26 @@ def _run(
     params: Mapping[str, Any] | None,
     report: RunReport,
     accept_change: bool,
+    *,
+    force: bool = False,
+    wait: float | None = None,
 ) -> None:
     from .destinations import prepare
+    from .files import SENT_NAME, check_fresh, write_sources
 
     prepared = prepare(job)
+    fresh = check_fresh(job, list(job.datasets), force=force, wait=wait)
+    for name, info in fresh.items():
+        report.sources[name] = {**info.as_dict(), "mtime_ns": info.mtime_ns}
     pending = job.pending_folder
     pending.mkdir(mode=0o700, parents=True, exist_ok=True)
     results = extract(
         job, params=params, folder=pending, report=report, allow_empty=True
     )
+    # What the pending exports were read from, for `connector send` to record.
+    (pending / SENT_NAME).unlink(missing_ok=True)
+    if report.sources:
+        write_sources(pending / SENT_NAME, report.sources)
     try:
         send(
             job,
@@ -437,6 +552,7 @@ def _run(
             exit_code=exc.exit_code,
         ) from exc
 
+    _record_sources(job, report.run_id)
     published = _publish(job, [r.path for r in results])
     for result, path in zip(results, published, strict=True):
         result.path = path

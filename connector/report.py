@@ -46,6 +46,8 @@ class RunReport:
     outcome: str = "running"
     error: str | None = None
     server: ServerInfo | None = None
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per data set read from a file: its path, size, time, SHA-256 and layout."""
     exports: list[ExportResult] = field(default_factory=list)
     gate: list[Diff] = field(default_factory=list)
     receipts: list[Receipt] = field(default_factory=list)
@@ -71,6 +73,7 @@ class RunReport:
                 "driver": self.server.driver,
                 "driver_version": self.server.driver_version,
             },
+            "sources": self.sources,
             "datasets": {
                 e.dataset: {
                     "file": e.path.name,

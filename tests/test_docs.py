@@ -43,6 +43,12 @@ def test_the_readme_config_is_a_valid_config() -> None:
     Settings.model_validate(tomllib.loads(block))
 
 
+def test_the_readme_file_source_config_is_a_valid_config() -> None:
+    section = README.split("## File sources", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    Settings.model_validate(tomllib.loads(block))
+
+
 def test_datasets_command_prints_the_declarations() -> None:
     result = CliRunner().invoke(app, ["datasets"])
     assert result.exit_code == 0
