@@ -110,8 +110,11 @@ def run_doctor(path: Path) -> DoctorReport:
     report.ok("config", f"{job.path}: data sets {', '.join(job.datasets)}")
 
     secrets = _check_secrets(job, report)
-    has_driver = _check_driver(job, report)
-    _check_source(job, report, secrets, has_driver)
+    if job.has_database:
+        has_driver = _check_driver(job, report)
+        _check_source(job, report, secrets, has_driver)
+    else:
+        report.ok("database", "not needed: every data set reads a file source")
     _check_destination(job, report)
     _check_disk(report, "output folder", job.output_folder)
     _check_disk(report, "spool folder", job.spool_folder)

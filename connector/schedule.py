@@ -174,7 +174,7 @@ def current_user() -> str:
 
 def job_secrets(job: Job) -> dict[str, Path | None]:
     """The secrets the job looks up, with their file in ``[secrets] folder``."""
-    names = [job.source.password_secret]
+    names = [job.source.password_secret] if job.has_database else []
     destination = job.settings.destination
     if destination is not None:
         names += [destination.token_secret, destination.passphrase_secret]
@@ -199,7 +199,7 @@ def build_schedule(
             f"--name {name!r}: use letters, digits, '.', '_' and '-' (a unit or task "
             "name)"
         )
-    zone = job.source.time_zone or local_zone_name()
+    zone = (job.source.time_zone if job.has_database else None) or local_zone_name()
     check_start_time(at, zone, today)
     if command is not None and not command.is_absolute():
         raise ConfigError(f"--command {command}: give an absolute path")

@@ -729,3 +729,18 @@ def test_a_job_mixes_a_database_and_a_file(tmp_path: Path) -> None:
         b'"1002","UNX","09/04/2025","1,3"',
     ]
     assert (attendance.fetched, attendance.rejected, attendance.expected) == (3, 1, 3)
+
+
+def test_doctor_and_schedule_take_a_file_only_job(tmp_path: Path) -> None:
+    path = semicolon_file(tmp_path / "students.csv", HEADER, ROWS)
+    job = file_config(tmp_path, path)
+
+    code, stdout, stderr = cli("doctor", "-c", str(job.path))
+    assert "[source] is missing" not in stdout + stderr
+    assert "not needed: every data set reads a file source" in stdout
+
+    code, stdout, stderr = cli(
+        "schedule", "show", "--kind", "cron", "--at", "03:30", "-c", str(job.path)
+    )
+    assert code == 0, stderr
+    assert str(job.path) in stdout
