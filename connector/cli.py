@@ -25,7 +25,8 @@ EXIT_CODES = """Exit codes: 0 success; 1 failure; 2 usage or configuration error
 payload is kept); 5 the receiver holds other bytes than were sent; 6 the safety
 gate held the send (an empty export or too many rows gone; see the changes report,
 then --accept-change); 7 this business date or this very source file was already
-sent (--force sends again); 8 another run of the same config is running."""
+sent (--force sends again); 8 another run of the same config is running (it holds the run
+lock)."""
 
 app = typer.Typer(
     name="connector",
@@ -78,8 +79,10 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def _setup_logging(verbose: bool) -> None:
+    from .logs import HUMAN_FORMAT, RedactingFormatter
+
     handler = _Stderr()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter(HUMAN_FORMAT))
     root = logging.getLogger("connector")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -331,8 +334,7 @@ def send(
     """
     from .config import load_job
     from .errors import HeldError
-    from .pipeline import pending_exports, send_pending
-    from .pipeline import send as run_send
+    from .nightly import run_lock
     from .report import RunReport
 
     report = RunReport(command="send")
@@ -340,15 +342,8 @@ def send(
     try:
         job = load_job(config)
         folder = job.output_folder
-        if files:
-            run_send(
-                job, [p.resolve() for p in files], report, accept_change=accept_change
-            )
-        elif pending_exports(job):
-            send_pending(job, report, accept_change=accept_change)
-        else:
-            paths = [job.output_folder / job.export_name(n) for n in job.datasets]
-            run_send(job, paths, report, accept_change=accept_change)
+        with run_lock(job, report.run_id):
+            _send(job, files, report, accept_change)
         report.outcome = "sent"
     except ConnectorError as exc:
         report.outcome = "held" if isinstance(exc, HeldError) else "failed"
@@ -358,6 +353,22 @@ def send(
     _write_report(report, folder)
     for receipt in report.receipts:
         typer.echo(_receipt_line(receipt))
+
+
+def _send(job: Any, files: list[Path] | None, report: Any, accept: bool) -> None:
+    from .nightly import record_pending_sent
+    from .pipeline import pending_exports, send_pending
+    from .pipeline import send as run_send
+
+    if files:
+        run_send(job, [p.resolve() for p in files], report, accept_change=accept)
+    elif pending_exports(job):
+        send_pending(job, report, accept_change=accept)
+        # The pending exports were a run's: that business date is now sent.
+        record_pending_sent(job, report)
+    else:
+        paths = [job.output_folder / job.export_name(n) for n in job.datasets]
+        run_send(job, paths, report, accept_change=accept)
 
 
 def _receipt_line(receipt: Any) -> str:
@@ -376,8 +387,8 @@ def run(
         bool,
         typer.Option(
             "--force",
-            help="Send a source file older than its max_age, or the same file "
-            "as last time.",
+            help="Send even if this business date was sent already, or a source "
+            "file older than its max_age, or the same file as last time.",
         ),
     ] = False,
     wait: Annotated[
@@ -392,12 +403,17 @@ def run(
 ) -> None:
     """The nightly job: extract every data set, gate, then send and verify each.
 
-    Rows are validated and counted against COUNT(*) over each template; the safety
-    gate compares each export with the last verified send and holds an empty one
-    or one that lost too many rows (exit 6; the exports stay pending, see
-    DATASET-changes.json in the output folder). The output folder is updated only
-    after every upload is verified. The run report (a table here, run-report.json
-    in the output folder) counts what each data set went through.
+    One run at a time per state folder: a second run exits 8 at once, naming the
+    lock file and its PID. One send per business date (today in
+    source.time_zone, else local time): a second run that day exits 7 unless
+    --force. Every secret the config names is looked up before any connection
+    (exit 3). Rows are validated and counted against COUNT(*) over each
+    template; the safety gate compares each export with the last verified send
+    and holds an empty one or one that lost too many rows (exit 6; the exports
+    stay pending, see DATASET-changes.json in the output folder). The output
+    folder is updated only after every upload is verified. Stdout gets the run
+    report's table and a summary line; the logs go to stderr, to connector.log
+    and events.jsonl in the log folder, and a good run writes the heartbeat file.
 
     A data set read from a file (file_source) is sent only when the file is
     there, has stopped changing, is not older than max_age and is not the very
@@ -407,13 +423,17 @@ def run(
     Example: connector run -c /etc/connector/connector.toml --wait 1800
     """
     from .config import load_job
-    from .pipeline import run as run_job
+    from .logs import run_logs
+    from .nightly import run_nightly
     from .report import RunReport
 
     report = RunReport(command="run")
     try:
         job = load_job(config)
-        run_job(
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    with run_logs(job, report.run_id):
+        outcome = run_nightly(
             job,
             params=_params(param),
             report=report,
@@ -421,13 +441,128 @@ def run(
             force=force,
             wait=wait,
         )
-    except ConnectorError as exc:
+    if outcome.failure is not None:
         if report.exports:
             _print_report(report)
-        raise _fail(exc) from None
+        typer.echo(outcome.summary())
+        raise _fail(outcome.failure)
     _print_report(report, job.output_folder)
     for receipt in report.receipts:
         typer.echo(_receipt_line(receipt))
+    typer.echo(outcome.summary())
+
+
+secrets_app = typer.Typer(
+    help="Store, delete and check the secrets the config names (values never "
+    "shown).\n\nExample: connector secrets check -c connector.toml",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(secrets_app, name="secrets")
+
+
+@secrets_app.command("set")
+def secrets_set(
+    name: Annotated[str, typer.Argument(help="The secret's name, as in the config.")],
+    config: ConfigOption = Path("connector.toml"),
+    from_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--from-stdin", help="Read the value from standard input (one line)."
+        ),
+    ] = False,
+) -> None:
+    """Store a secret: in the OS keyring when it is a real store, else in the
+    config's [secrets] folder as an owner-only (0600) file.
+
+    The value is typed at a hidden prompt (twice), or read from standard input
+    with --from-stdin. Without a terminal and without --from-stdin nothing is
+    asked: it stops with exit 2. Run it as the account the job runs as.
+
+    Example: connector secrets set sis-db -c /etc/connector/connector.toml
+    """
+    from .config import load_job
+    from .secrets import check_name, store_secret
+
+    try:
+        check_name(name)
+        job = load_job(config)
+        if from_stdin:
+            value = sys.stdin.readline().rstrip("\r\n")
+        elif sys.stdin.isatty():
+            value = typer.prompt(
+                f"value of {name}", hide_input=True, confirmation_prompt=True
+            )
+        else:
+            raise ConnectorError(
+                "no terminal to ask for the value on; pipe it in with "
+                f"`connector secrets set {name} --from-stdin`",
+                exit_code=ExitCode.USAGE,
+            )
+        where = store_secret(name, value, folder=job.secrets_folder)
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{name}: stored in {where}")
+
+
+@secrets_app.command("delete")
+def secrets_delete(
+    name: Annotated[str, typer.Argument(help="The secret's name, as in the config.")],
+    config: ConfigOption = Path("connector.toml"),
+) -> None:
+    """Delete a secret from the [secrets] folder and the OS keyring.
+
+    Example: connector secrets delete upload-token -c connector.toml
+    """
+    from .config import load_job
+    from .secrets import delete_secret
+
+    try:
+        job = load_job(config)
+        deleted = delete_secret(name, folder=job.secrets_folder)
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    if not deleted:
+        typer.echo(f"{name}: not in the secrets folder nor the OS keyring", err=True)
+        raise typer.Exit(ExitCode.SECRETS_OR_AUTH)
+    for where in deleted:
+        typer.echo(f"{name}: deleted from {where}")
+
+
+@secrets_app.command("check")
+def secrets_check(config: ConfigOption = Path("connector.toml")) -> None:
+    """Look up every secret the config names: one line each, where it was found
+    or every place looked. Exit 3 if one is missing.
+
+    Example: connector secrets check -c /etc/connector/connector.toml
+    """
+    from .config import load_job
+    from .secrets import find_secret, named_secrets, platform_fix
+
+    try:
+        job = load_job(config)
+        missing = []
+        for setting, name in named_secrets(job):
+            value, lookup = find_secret(name, folder=job.secrets_folder)
+            if value is None:
+                missing.append(name)
+                typer.echo(
+                    f"{name} ({setting}): missing; looked in: "
+                    + "; ".join(lookup.looked)
+                )
+            else:
+                typer.echo(f"{name} ({setting}): found in {lookup.where}")
+    except ConnectorError as exc:
+        raise _fail(exc) from None
+    if not named_secrets(job):
+        typer.echo("the config names no secret")
+    if missing:
+        typer.echo(
+            f"error: {len(missing)} secret(s) missing. "
+            + platform_fix(missing[0], job.secrets_folder, job.path),
+            err=True,
+        )
+        raise typer.Exit(ExitCode.SECRETS_OR_AUTH)
 
 
 @app.command()
@@ -848,14 +983,21 @@ def main() -> None:
     """Entry point: anything unexpected is still one line and exit 1."""
     # A scheduler stops a job with SIGTERM: clean up and report like any failure.
     signal.signal(signal.SIGTERM, _terminated)
+    # Under LC_ALL=C or a Windows code page, a non-ASCII path in a message must
+    # not turn into a UnicodeEncodeError.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         app()
     except Exception as exc:  # noqa: BLE001 - the last guard before the user
         logging.getLogger("connector").debug("unexpected error", exc_info=True)
         from .database import _scrub
+        from .redact import redact
 
         typer.echo(
-            f"error: unexpected {type(exc).__name__}: {_scrub(str(exc), None)} "
+            f"error: unexpected {type(exc).__name__}: "
+            f"{redact(_scrub(str(exc), None))} "
             "(run with -v for the traceback; please report it)",
             err=True,
         )

@@ -459,6 +459,55 @@ class SecretsSettings(_Strict):
     folder: Path | None = None
 
 
+class LogSettings(_Strict):
+    """Where the rotating log file, the JSON-lines event log and the heartbeat go."""
+
+    folder: Path | None = None
+    max_bytes: int = Field(strict=True, default=5_000_000, ge=10_000)
+    backups: int = Field(strict=True, default=5, ge=0, le=100)
+    heartbeat: Path | None = None
+
+
+class EmailSettings(_Strict):
+    """Failure and hold notices by SMTP: STARTTLS (port 587) or SMTPS (465)."""
+
+    to: list[str] = Field(min_length=1)
+    sender: str
+    host: str
+    port: int | None = Field(strict=True, default=None, ge=1, le=65535)
+    security: Literal["starttls", "tls"] = "starttls"
+    user: str | None = None
+    password_secret: str | None = None
+    ca_file: Path | None = None
+    timeout: float = Field(strict=True, default=30.0, gt=0)
+
+
+class WebhookSettings(_Strict):
+    """Failure and hold notices as an HTTPS POST with a JSON body."""
+
+    url: str
+    token_secret: str | None = None
+    ca_file: Path | None = None
+    timeout: float = Field(strict=True, default=30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _https_only(cls, value: str) -> str:
+        if not value.lower().startswith("https://"):
+            raise ValueError("must start with https:// (plain http is never used)")
+        return value
+
+
+NoticeOutcome = Literal["failed", "held", "sent", "skipped"]
+_NOTIFY_ON: list[NoticeOutcome] = ["failed", "held"]
+
+
+class NotifySettings(_Strict):
+    on: list[NoticeOutcome] = Field(default_factory=lambda: _NOTIFY_ON.copy())
+    email: EmailSettings | None = None
+    webhook: WebhookSettings | None = None
+
+
 class Settings(_Strict):
     source: SourceSettings | None = None
     params: dict[str, ParamValue] = Field(default_factory=dict)
@@ -467,6 +516,8 @@ class Settings(_Strict):
     destination: DestinationSettings | None = None
     state: StateSettings = Field(default_factory=StateSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @field_validator("datasets")
     @classmethod
@@ -655,6 +706,23 @@ class Job:
     def destination_path(self, value: Path | None) -> Path | None:
         return None if value is None else self.resolve(value)
 
+    @property
+    def log_folder(self) -> Path:
+        """``[log] folder``, else the platform's user log folder."""
+        if self.settings.log.folder is None:
+            return Path(platformdirs.user_log_dir("connector", appauthor=False))
+        return self.resolve(self.settings.log.folder)
+
+    @property
+    def heartbeat_path(self) -> Path:
+        """``[log] heartbeat``, else ``heartbeat.json`` in the state folder."""
+        given = self.settings.log.heartbeat
+        return (
+            self.state_folder / "heartbeat.json"
+            if given is None
+            else (self.resolve(given))
+        )
+
 
 def load_job(path: Path) -> Job:
     """Read, validate and resolve the config file at ``path``."""
@@ -710,17 +778,23 @@ def _check_paths(job: Job) -> None:
             raise ConfigError(
                 f"{job.path}: datasets.{name}.template: no file at {template}"
             )
+    checks: list[tuple[str, Any]] = []
     destination = job.settings.destination
     if destination is not None:
-        checks: list[tuple[str, Any]] = [
+        checks += [
             ("destination.recipient_cert", destination.recipient_cert),
             ("destination.ca_file", destination.ca_file),
             ("destination.key_file", destination.key_file),
             ("destination.known_hosts", destination.known_hosts),
         ]
-        for key, value in checks:
-            if value is not None and not job.resolve(value).is_file():
-                raise ConfigError(f"{job.path}: {key}: no file at {job.resolve(value)}")
+    notify = job.settings.notify
+    if notify.email is not None:
+        checks.append(("notify.email.ca_file", notify.email.ca_file))
+    if notify.webhook is not None:
+        checks.append(("notify.webhook.ca_file", notify.webhook.ca_file))
+    for key, value in checks:
+        if value is not None and not job.resolve(value).is_file():
+            raise ConfigError(f"{job.path}: {key}: no file at {job.resolve(value)}")
     secrets = job.secrets_folder
     if secrets is not None and not secrets.is_dir():
         raise ConfigError(f"{job.path}: secrets.folder: no folder at {secrets}")

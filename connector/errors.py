@@ -25,6 +25,8 @@ one line on stderr and the exit code.
 
 from __future__ import annotations
 
+from .redact import redact
+
 
 class ExitCode:
     """Process exit codes, documented in the README and ``connector --help``."""
@@ -46,8 +48,9 @@ class ConnectorError(Exception):
     exit_code: int = ExitCode.FAILURE
 
     def __init__(self, message: str, *, exit_code: int | None = None) -> None:
-        # One line, always: a driver message can carry newlines of its own.
-        super().__init__(" ".join(message.split()))
+        # One line, always: a driver message can carry newlines of its own. Never
+        # a secret value, whatever a driver or library put in its text.
+        super().__init__(" ".join(redact(message).split()))
         if exit_code is not None:
             self.exit_code = exit_code
 

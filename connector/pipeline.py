@@ -23,6 +23,8 @@ from .config import Job
 from .csvout import ExportResult, ExportWriter, check_export, column_order
 from .database import Batches, Source, open_source
 from .errors import ConfigError, ConnectorError, ExportError, HeldError
+from .logs import emit
+from .redact import redact
 from .report import RunReport
 from .secrets import get_secret
 from .templates import ParamStyle, Query, render_query, template_names, typed_like
@@ -155,6 +157,16 @@ def extract(
                     result.fetched,
                     result.written,
                     result.rejected,
+                )
+                emit(
+                    "dataset_extracted",
+                    dataset=name,
+                    fetched=result.fetched,
+                    written=result.written,
+                    rejected=result.rejected,
+                    expected=result.expected,
+                    fixed=sum(result.fixes.values()),
+                    warnings=sum(result.warnings.values()),
                 )
                 if not allow_empty:
                     check_not_empty(job, name, result.written)
@@ -314,6 +326,15 @@ def send(
         for (name, path), diff in zip(named, diffs, strict=True):
             payload = package_export(path, job.spool_folder, prepared.recipient)
             receipt = deliver(prepared, payload, job.upload_log, report.run_id)
+            emit(
+                "upload_verified",
+                dataset=name,
+                file=receipt.name,
+                size=receipt.size,
+                sha256=receipt.sha256,
+                verified=receipt.verified,
+                attempts=receipt.attempts,
+            )
             if prepared.manifest:
                 manifest = write_manifest(payload, diff.rows, report.run_id)
                 deliver(prepared, manifest, job.upload_log, report.run_id)
@@ -399,6 +420,21 @@ def gate(
             )
         diffs.append(diff)
         report.gate.append(diff)
+        emit(
+            "gate_verdict",
+            dataset=name,
+            verdict="held"
+            if diff.held
+            else "first send"
+            if diff.baseline is None
+            else "ok",
+            rows=diff.rows,
+            ids=diff.ids,
+            added=diff.added,
+            removed=diff.removed,
+            changed=diff.changed,
+            accepted=diff.held and accept_change,
+        )
         diff_path = store.write_diff(dataset, path, job.output_folder / diff_name(name))
         if diff.held:
             log.warning("data set %s held: %s (see %s)", name, diff.reason, diff_path)
@@ -501,6 +537,10 @@ def run(
     except ConnectorError as exc:
         report.outcome = "held" if isinstance(exc, HeldError) else "failed"
         report.error = str(exc)
+        raise
+    except Exception as exc:
+        report.outcome = "failed"
+        report.error = f"unexpected {type(exc).__name__}: {redact(str(exc))}"
         raise
     finally:
         if report.outcome == "running":

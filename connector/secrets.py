@@ -1,42 +1,76 @@
-"""Look up a secret (a database password, an upload token) by name.
+"""Look up, store and delete a secret (a database password, an upload token) by name.
 
 The places, in order:
 
 1. the config's ``[secrets] folder``: a file named after the secret;
 2. ``$CREDENTIALS_DIRECTORY/<name>`` (systemd's ``LoadCredential=``);
 3. the file named by ``CONNECTOR_SECRET_<NAME>_FILE``;
-4. the environment variable ``CONNECTOR_SECRET_<NAME>``;
-5. the OS keyring (service ``connector``), only when its backend is a real store.
+4. the environment variable ``CONNECTOR_SECRET_<NAME>`` (with a warning: any
+   process of the same user can read another's environment);
+5. the OS keyring (service ``connector``), only when its backend is a real store
+   (Windows Credential Manager, macOS Keychain, Secret Service), never a
+   plaintext, null or failing one.
 
 ``<NAME>`` is the secret's name upper-cased, with every other character than a letter
 or digit turned into ``_`` (``sis-db`` -> ``CONNECTOR_SECRET_SIS_DB``). A secret file
-must not be readable by other users. Values are never logged or shown.
+must not be readable by other users. Values are never logged or shown: each value
+read is remembered by ``connector.redact``, which masks it in every message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import stat
+import sys
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .errors import SecretError
+from .errors import ConfigError, SecretError
+from .redact import remember
+
+if TYPE_CHECKING:
+    from .config import Job
 
 log = logging.getLogger(__name__)
 
 KEYRING_SERVICE = "connector"
 _INSECURE_BACKENDS = ("fail", "null", "chainer", "plaintext", "alt")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_warned: set[str] = set()
 
 
 def env_name(name: str) -> str:
     return "CONNECTOR_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
-def get_secret(name: str, *, folder: Path | None = None) -> str:
-    """The value of the secret ``name``; ``SecretError`` listing every place looked."""
-    looked: list[str] = []
+def check_name(name: str) -> str:
+    """A secret's name is also a file name: letters, digits, ``.``, ``_``, ``-``."""
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"secret name {name!r} is not allowed: use letters, digits, '.', '_' "
+            "and '-' (starting with a letter or digit), such as sis-db"
+        )
+    return name
 
+
+@dataclass
+class Lookup:
+    """Where a secret was found (``where``), or every place looked (``looked``)."""
+
+    name: str
+    where: str | None = None
+    looked: list[str] = field(default_factory=list)
+
+
+def find_secret(name: str, *, folder: Path | None = None) -> tuple[str | None, Lookup]:
+    """The value of ``name`` (``None`` if missing) and where it was found or looked."""
+    check_name(name)
+    lookup = Lookup(name)
     candidates: list[tuple[str, Path]] = []
     if folder is not None:
         candidates.append(("secrets folder", folder / name))
@@ -47,23 +81,193 @@ def get_secret(name: str, *, folder: Path | None = None) -> str:
     if os.environ.get(file_var):
         candidates.append((file_var, Path(os.environ[file_var])))
 
+    value: str | None = None
     for label, path in candidates:
-        looked.append(f"{label} {path}")
+        lookup.looked.append(f"{label} {path}")
         if path.is_file():
-            return _read_secret_file(name, path)
+            value, lookup.where = _read_secret_file(name, path), f"{label} {path}"
+            break
 
     var = env_name(name)
-    looked.append(f"environment {var}")
-    if var in os.environ:
-        return os.environ[var]
+    if value is None:
+        lookup.looked.append(f"environment variable {var}")
+        if var in os.environ:
+            value, lookup.where = os.environ[var], f"environment variable {var}"
+            _warn_environment(name, var)
 
-    value = _from_keyring(name, looked)
+    if value is None:
+        value = _from_keyring(name, lookup)
+
     if value is not None:
-        return value
+        remember(value)
+    return value, lookup
 
-    raise SecretError(
-        f"secret {name!r} not found; looked in: {'; '.join(looked)}. Put it in a "
-        f"file only you can read and set {file_var}, or store it with the OS keyring"
+
+def get_secret(
+    name: str, *, folder: Path | None = None, config: Path | None = None
+) -> str:
+    """The value of the secret ``name``; ``SecretError`` listing every place looked."""
+    value, lookup = find_secret(name, folder=folder)
+    if value is None:
+        raise SecretError(missing_message([lookup], folder=folder, config=config))
+    return value
+
+
+def named_secrets(job: Job) -> list[tuple[str, str]]:
+    """Every secret the config names: ``(setting, secret name)`` pairs."""
+    names = [("source.password_secret", job.source.password_secret)]
+    destination = job.settings.destination
+    if destination is not None:
+        names.append(("destination.token_secret", destination.token_secret))
+        names.append(("destination.passphrase_secret", destination.passphrase_secret))
+    notify = job.settings.notify
+    if notify.email is not None:
+        names.append(("notify.email.password_secret", notify.email.password_secret))
+    if notify.webhook is not None:
+        names.append(("notify.webhook.token_secret", notify.webhook.token_secret))
+    return [(setting, name) for setting, name in names if name is not None]
+
+
+def require_secrets(job: Job) -> None:
+    """Check that every secret the config names can be found, before any connection.
+
+    Raises one ``SecretError`` naming every missing secret and every place looked.
+    """
+    missing = []
+    for _setting, name in named_secrets(job):
+        value, lookup = find_secret(name, folder=job.secrets_folder)
+        if value is None:
+            missing.append(lookup)
+    if missing:
+        raise SecretError(
+            missing_message(missing, folder=job.secrets_folder, config=job.path)
+        )
+
+
+def missing_message(
+    lookups: list[Lookup], *, folder: Path | None, config: Path | None
+) -> str:
+    """The error for missing secrets: each place looked, then this platform's fix."""
+    parts = [
+        f"secret {lookup.name!r} not found; looked in: {'; '.join(lookup.looked)}"
+        for lookup in lookups
+    ]
+    return ". ".join(parts) + ". " + platform_fix(lookups[0].name, folder, config)
+
+
+def platform_fix(name: str, folder: Path | None, config: Path | None) -> str:
+    """How to provide the secret ``name`` on this operating system."""
+    option = f" -c {config}" if config is not None else ""
+    command = f"`connector secrets set {name}{option}`"
+    where = f"{folder}" if folder is not None else "the [secrets] folder of the config"
+    if sys.platform == "win32":
+        return (
+            f"To fix: run {command} logged on as the account the scheduled task "
+            "runs as (it stores the secret in that account's Windows Credential "
+            f"Manager), or put it in a file in {where} that only that account can "
+            "read"
+        )
+    if sys.platform == "darwin":
+        return (
+            f"To fix: run {command} as the user the job runs as (macOS Keychain), "
+            f"or put it in a file in {where} with mode 0600"
+        )
+    return (
+        f"To fix: under systemd add `LoadCredential={name}:/etc/connector/secrets/"
+        f"{name}` to the service; or put it in a file in {where} (or one named by "
+        f"{env_name(name)}_FILE) with mode 0600, owned by the account the job runs "
+        f"as; or run {command} as that account"
+    )
+
+
+def store_secret(name: str, value: str, *, folder: Path | None) -> str:
+    """Store ``value`` as the secret ``name``; returns where it went.
+
+    Into the OS keyring when its backend is a real store, else into ``folder`` as
+    an owner-only file. A file already in ``folder`` is replaced there, since the
+    lookup reads the folder first.
+    """
+    check_name(name)
+    if not value:
+        raise SecretError(f"secret {name!r}: the value is empty; nothing was stored")
+    remember(value)
+    if folder is not None and (folder / name).is_file():
+        return _write_secret_file(folder, name, value)
+    backend = real_keyring()
+    if backend is not None:
+        from keyring.errors import KeyringError
+
+        try:
+            backend.set_password(KEYRING_SERVICE, name, value)
+        except KeyringError as exc:
+            raise SecretError(
+                f"the OS keyring ({type(backend).__name__}) refused to store "
+                f"{name!r} ({type(exc).__name__}); nothing was stored"
+            ) from None
+        return f"OS keyring service {KEYRING_SERVICE!r} ({type(backend).__name__})"
+    if folder is None:
+        raise SecretError(
+            f"cannot store {name!r}: this session has no usable OS keyring (the "
+            f"backend is {_backend_name()}) and the config has no [secrets] folder; "
+            'set [secrets] folder = "..." in the config and run again'
+        )
+    return _write_secret_file(folder, name, value)
+
+
+def delete_secret(name: str, *, folder: Path | None) -> list[str]:
+    """Delete the secret ``name`` from the secrets folder and the OS keyring."""
+    check_name(name)
+    deleted = []
+    if folder is not None and (folder / name).is_file():
+        (folder / name).unlink()
+        deleted.append(f"secrets folder {folder / name}")
+    backend = real_keyring()
+    if backend is not None:
+        from keyring.errors import KeyringError, PasswordDeleteError
+
+        try:
+            backend.delete_password(KEYRING_SERVICE, name)
+            deleted.append(f"OS keyring service {KEYRING_SERVICE!r}")
+        except PasswordDeleteError:
+            pass
+        except KeyringError as exc:
+            raise SecretError(
+                f"the OS keyring refused to delete {name!r} ({type(exc).__name__})"
+            ) from None
+    return deleted
+
+
+def real_keyring() -> Any | None:
+    """The keyring backend if it is a real store, else ``None``."""
+    try:
+        import keyring
+    except ImportError:
+        return None
+    backend = keyring.get_keyring()
+    module = type(backend).__module__.lower()
+    if any(part in module for part in _INSECURE_BACKENDS):
+        return None
+    return backend
+
+
+def _backend_name() -> str:
+    try:
+        import keyring
+    except ImportError:
+        return "none (keyring not installed)"
+    return type(keyring.get_keyring()).__name__
+
+
+def _warn_environment(name: str, var: str) -> None:
+    if var in _warned:
+        return
+    _warned.add(var)
+    log.warning(
+        "secret %r comes from the environment variable %s, which other processes "
+        "of this account can read; prefer a file with mode 0600 or the OS keyring "
+        "(README: Secrets)",
+        name,
+        var,
     )
 
 
@@ -75,29 +279,59 @@ def _read_secret_file(name: str, path: Path) -> str:
             f"run: chmod 600 {path}"
         )
     try:
-        value = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SecretError(f"secret file {path} cannot be read: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SecretError(
+            f"secret file {path} cannot be read ({exc.strerror or 'error'}); check "
+            "that the account the job runs as owns it"
+        ) from None
+    try:
+        value = data.decode("utf-8")
+    except UnicodeDecodeError:
+        # The exception's text would quote a byte of the secret.
+        raise SecretError(
+            f"secret file {path} is not UTF-8 text; write it again"
+        ) from None
     # A trailing newline is an editor's habit, never part of a password.
     return value.rstrip("\r\n")
 
 
-def _from_keyring(name: str, looked: list[str]) -> str | None:
+def _write_secret_file(folder: Path, name: str, value: str) -> str:
+    """Write ``folder/name`` owner-only, atomically."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
     try:
-        import keyring
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(value)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, folder / name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return f"secrets folder {folder / name} (mode 0600)"
+
+
+def _from_keyring(name: str, lookup: Lookup) -> str | None:
+    try:
+        import keyring  # noqa: F401 - only to know whether it is installed
         from keyring.errors import KeyringError
     except ImportError:
-        looked.append("OS keyring (keyring not installed)")
+        lookup.looked.append("OS keyring (keyring not installed)")
         return None
 
-    backend = keyring.get_keyring()
-    module = type(backend).__module__.lower()
-    if any(part in module for part in _INSECURE_BACKENDS):
-        looked.append(f"OS keyring (skipped: backend {type(backend).__name__})")
+    backend = real_keyring()
+    if backend is None:
+        lookup.looked.append(f"OS keyring (skipped: backend {_backend_name()})")
         return None
-    looked.append(f"OS keyring service {KEYRING_SERVICE!r} ({type(backend).__name__})")
+    label = f"OS keyring service {KEYRING_SERVICE!r} ({type(backend).__name__})"
+    lookup.looked.append(label)
     try:
-        return keyring.get_password(KEYRING_SERVICE, name)
+        value = backend.get_password(KEYRING_SERVICE, name)
     except KeyringError as exc:
         log.debug("keyring lookup failed: %s", type(exc).__name__)
         return None
+    if value is not None:
+        lookup.where = label
+    return value if isinstance(value, str) else None

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import ConfigError
+from .redact import redact
 
 logger = logging.getLogger(__name__)
 
@@ -188,5 +189,5 @@ class AttemptLog:
 
 def one_line(exc: BaseException) -> str:
     """An exception as one short line: its class and message."""
-    text = " ".join(str(exc).split()) or "no detail"
+    text = " ".join(redact(str(exc)).split()) or "no detail"
     return f"{type(exc).__name__}: {text}"[:300]

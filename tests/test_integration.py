@@ -80,6 +80,8 @@ backoff = 0.01
 
 [state]
 folder = "state"
+[log]
+folder = "logs"
 """,
         encoding="utf-8",
     )

@@ -81,6 +81,8 @@ template = "queries/staff.sql.j2"
 {destination or default_destination}
 [state]
 folder = "state"
+[log]
+folder = "logs"
 """,
         encoding="utf-8",
     )

@@ -82,7 +82,7 @@ def test_gate_holds_a_drop_and_sends_after_accept_change(
         db.execute("DELETE FROM students WHERE id % 5 = 0")
     db.close()
 
-    held = connector("run", "-c", config)
+    held = connector("run", "-c", config, "--force")
 
     assert held.returncode == ExitCode.HELD, held.stderr
     [error] = [line for line in held.stderr.splitlines() if line.startswith("error:")]
@@ -99,14 +99,14 @@ def test_gate_holds_a_drop_and_sends_after_accept_change(
     assert report["outcome"] == "held"
     assert report["datasets"]["students"]["gate"]["held"] is True
 
-    accepted = connector("run", "-c", config, "--accept-change")
+    accepted = connector("run", "-c", config, "--accept-change", "--force")
 
     assert accepted.returncode == 0, accepted.stderr
     now = csv_rows(job.output_folder / "students.csv")
     assert len(now) == len(csv_rows(io_path(sent, tmp_path))) - len(gone)
     assert (live.folder / "students.csv.gz.pgp").read_bytes() != stored
     # The accepted send is the new baseline: the same data passes the gate.
-    again = connector("run", "-c", config)
+    again = connector("run", "-c", config, "--force")
     assert again.returncode == 0, again.stderr
     assert "ok +0 -0 ~0" in again.stdout
 
@@ -129,7 +129,7 @@ def test_gate_holds_an_empty_result(
     template = tmp_path / "queries" / "staff.sql.j2"
     template.write_text("SELECT * FROM (" + template.read_text() + ") WHERE 1 = 0")
 
-    held = connector("run", "-c", str(job.path))
+    held = connector("run", "-c", str(job.path), "--force")
 
     assert held.returncode == ExitCode.HELD, held.stderr
     assert "staff: the export is empty" in held.stderr
@@ -271,11 +271,11 @@ def test_a_lost_state_store_holds_the_next_send(
     assert connector("run", "-c", str(job.path)).returncode == 0
     job.state_store.unlink()
 
-    held = connector("run", "-c", str(job.path))
+    held = connector("run", "-c", str(job.path), "--force")
 
     assert held.returncode == ExitCode.HELD, held.stderr
     assert "no baseline in" in held.stderr and "earlier verified sends" in held.stderr
-    accepted = connector("run", "-c", str(job.path), "--accept-change")
+    accepted = connector("run", "-c", str(job.path), "--accept-change", "--force")
     assert accepted.returncode == 0, accepted.stderr
 
 
