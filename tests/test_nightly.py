@@ -60,9 +60,17 @@ def secret_file(folder: Path, name: str, value: str) -> Path:
     return path
 
 
-def sample_job(tmp_path: Path, district: Path, live: Receiver, extra: str = "") -> Path:  # noqa: F811
+def sample_job(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,
+    extra: str = "",
+    *,
+    url: str | None = None,
+) -> Path:
+    """The sample SIS job, its upload token in an owner-only secrets folder."""
     assert live.ca_file is not None
-    job = make_job(tmp_path, district, live.url, live.ca_file)
+    job = make_job(tmp_path, district, url or live.url, live.ca_file)
     secret_file(tmp_path / "secrets", "upload-token", TOKEN)
     with job.path.open("a", encoding="utf-8") as f:
         f.write('[secrets]\nfolder = "secrets"\n' + extra)
