@@ -3,7 +3,7 @@
 ``run_nightly`` is what ``connector run`` does:
 
 1. take the run lock, ``<state>/run.lock``: an operating-system file lock
-   (``filelock``: ``flock`` on Unix, ``LockFileEx`` on Windows) held for the whole
+   (``filelock``: ``flock`` on Unix, a Windows file lock) held for the whole
    run and released by the system when the process ends, even by ``kill -9``, so a
    crashed run never leaves it stuck. A second run exits at once (exit 8) naming
    the lock file and the PID holding it (from ``run.lock.owner``);
