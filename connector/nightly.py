@@ -242,7 +242,7 @@ def run_nightly(
                 force=force,
                 accept_change=accept_change,
             )
-            log.info("run %s: business date %s", report.run_id, date)
+            log.debug("run %s: business date %s", report.run_id, date)
             error: BaseException | None = None
             try:
                 _check_not_sent(job, date, force)
