@@ -174,13 +174,12 @@ def current_user() -> str:
 
 def job_secrets(job: Job) -> dict[str, Path | None]:
     """The secrets the job looks up, with their file in ``[secrets] folder``."""
-    names = [job.source.password_secret] if job.has_database else []
-    destination = job.settings.destination
-    if destination is not None:
-        names += [destination.token_secret, destination.passphrase_secret]
+    from .secrets import named_secrets
+
     folder = job.secrets_folder
     return {
-        name: (folder / name if folder is not None else None) for name in names if name
+        name: (folder / name if folder is not None else None)
+        for _setting, name in named_secrets(job)
     }
 
 
