@@ -6,7 +6,9 @@ the real local receiver."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -460,3 +462,37 @@ def test_from_root_with_a_relative_path_and_lc_all_c_gives_the_same_bytes(
         assert "distrito-año" in log_text
         for text in (log_text, result.stderr):
             assert "UnicodeError" not in text and "UnicodeEncodeError" not in text
+
+
+def test_a_held_run_sent_by_connector_send_counts_as_that_days_send(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,
+) -> None:
+    """Held (an empty students export), then sent by hand: the date is sent."""
+    db = tmp_path / "sis.db"
+    shutil.copyfile(district / "sis.db", db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM students")
+    conn.close()
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file, db=db)
+    secret_file(tmp_path / "secrets", "upload-token", TOKEN)
+    with job.path.open("a", encoding="utf-8") as f:
+        f.write('[secrets]\nfolder = "secrets"\n')
+    config = str(job.path)
+
+    held = connector("run", "-c", config, env=bare_env())
+    assert held.returncode == 6, held.stderr
+    assert not (tmp_path / "state" / "sent-dates.json").exists()
+    assert not (tmp_path / "state" / "heartbeat.json").exists()
+
+    sent = connector("send", "-c", config, "--accept-change", env=bare_env())
+    assert sent.returncode == 0, sent.stderr
+
+    again = connector("run", "-c", config, env=bare_env())
+    assert again.returncode == 7, again.stderr
+    dates = json.loads((tmp_path / "state" / "sent-dates.json").read_text())
+    assert list(dates) == [
+        json.loads((tmp_path / "state" / "heartbeat.json").read_text())["business_date"]
+    ]
