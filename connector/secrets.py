@@ -115,7 +115,9 @@ def get_secret(
 
 def named_secrets(job: Job) -> list[tuple[str, str]]:
     """Every secret the config names: ``(setting, secret name)`` pairs."""
-    names = [("source.password_secret", job.source.password_secret)]
+    names: list[tuple[str, str | None]] = []
+    if job.has_database:
+        names.append(("source.password_secret", job.source.password_secret))
     destination = job.settings.destination
     if destination is not None:
         names.append(("destination.token_secret", destination.token_secret))
