@@ -162,7 +162,24 @@ def extract(
         for writer in writers.values():
             writer.discard()
         raise
-    return [writer.commit() for writer in writers.values()]
+    results = [writer.commit() for writer in writers.values()]
+    if target == job.output_folder:
+        _drop_superseded(job, results)
+    return results
+
+
+def _drop_superseded(job: Job, results: list[ExportResult]) -> None:
+    """Newer exports in the output folder supersede a held run's pending ones,
+    which ``connector send`` would otherwise send in their place."""
+    old = [job.pending_folder / r.path.name for r in results]
+    gone = [p for p in old if p.is_file()]
+    for path in gone:
+        path.unlink()
+    if gone:
+        log.info(
+            "pending exports superseded by this extract, removed: %s",
+            ", ".join(str(p) for p in gone),
+        )
 
 
 @contextlib.contextmanager

@@ -1,0 +1,65 @@
+"""Problems a tester found on the sample SIS, each with the behaviour that fixes it
+(SQLite via SQLAlchemy, the real receiver, the installed ``connector`` script)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from connector.errors import ExitCode
+from connector.receiver import Receiver
+
+from .conftest import TOKEN, connector_command
+from .test_pipeline import district, make_job  # noqa: F401 - district is a fixture
+from .test_run_rules import live, sis  # noqa: F401 - fixtures
+
+
+def connector(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*connector_command(), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "CONNECTOR_SECRET_UPLOAD_TOKEN": TOKEN},
+        timeout=300,
+    )
+
+
+def test_extract_after_a_held_run_supersedes_the_pending_exports(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    sis: Path,  # noqa: F811
+    live: Receiver,  # noqa: F811
+) -> None:
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file, db=sis)
+    config = str(job.path)
+    assert connector("run", "-c", config).returncode == 0
+    saved = tmp_path / "saved.db"
+    shutil.copyfile(sis, saved)
+    with sqlite3.connect(sis) as db:
+        db.execute("DELETE FROM students WHERE id % 4 = 0")
+    db.close()
+    assert connector("run", "-c", config).returncode == ExitCode.HELD
+    assert (job.pending_folder / "students.csv").is_file()
+    # The DBA fixes the data and extracts again: these are the exports to send.
+    shutil.copyfile(saved, sis)
+
+    extracted = connector("extract", "-c", config)
+
+    assert extracted.returncode == 0, extracted.stderr
+    assert "pending exports superseded by this extract" in extracted.stderr
+    assert not (job.pending_folder / "students.csv").exists()
+    newer = (job.output_folder / "students.csv").read_bytes()
+    sent = connector("send", "-c", config, "--accept-change")
+    assert sent.returncode == 0, sent.stderr
+    assert (job.output_folder / "students.csv").read_bytes() == newer
+    assert "sent students.csv" in sent.stdout
+
+
+@pytest.fixture(autouse=True)
+def token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONNECTOR_SECRET_UPLOAD_TOKEN", TOKEN)
