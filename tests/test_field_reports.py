@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,19 +12,9 @@ import pytest
 from connector.errors import ExitCode
 from connector.receiver import Receiver
 
-from .conftest import TOKEN, connector_command
+from .conftest import TOKEN
 from .test_pipeline import district, make_job  # noqa: F401 - district is a fixture
-from .test_run_rules import live, sis  # noqa: F401 - fixtures
-
-
-def connector(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*connector_command(), *args],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "CONNECTOR_SECRET_UPLOAD_TOKEN": TOKEN},
-        timeout=300,
-    )
+from .test_run_rules import connector, live, sis  # noqa: F401 - fixtures
 
 
 def test_extract_after_a_held_run_supersedes_the_pending_exports(
