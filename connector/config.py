@@ -680,7 +680,24 @@ def load_job(path: Path) -> Job:
 
     job = Job(settings, path.resolve())
     _check_paths(job)
+    _check_params(job)
     return job
+
+
+def _check_params(job: Job) -> None:
+    """A [params] name no template uses is a typo that would drop a filter."""
+    from .templates import template_names
+
+    used: set[str] = set()
+    for settings in job.settings.datasets.values():
+        used |= template_names(job.resolve(settings.template))
+    unused = sorted(set(job.settings.params) - used)
+    if unused:
+        keys = ", ".join(f"params.{name}" for name in unused)
+        raise ConfigError(
+            f"{job.path}: {keys}: no template uses it (a misspelt name would drop "
+            f"its filter); the templates use: {', '.join(sorted(used)) or 'nothing'}"
+        )
 
 
 def _first_problem(exc: ValidationError) -> str:

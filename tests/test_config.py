@@ -25,7 +25,9 @@ folder = "out"
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     (tmp_path / "q").mkdir()
-    (tmp_path / "q" / "students.sql.j2").write_text("SELECT 1", encoding="utf-8")
+    (tmp_path / "q" / "students.sql.j2").write_text(
+        "SELECT {{ school_year }}, {{ start }}", encoding="utf-8"
+    )
     return tmp_path
 
 

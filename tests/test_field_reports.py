@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from connector.errors import ExitCode
+from connector.config import Job, load_job
+from connector.errors import ConfigError, ExitCode
 from connector.receiver import Receiver
 
 from .conftest import TOKEN
@@ -52,3 +53,29 @@ def test_extract_after_a_held_run_supersedes_the_pending_exports(
 @pytest.fixture(autouse=True)
 def token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONNECTOR_SECRET_UPLOAD_TOKEN", TOKEN)
+
+
+CA = Path(__file__)  # any file: these configs fail before the CA is read
+
+
+def with_lines(job: Job, after: str, lines: str) -> Path:
+    """The job's config file with ``lines`` added after the line ``after``."""
+    text = job.path.read_text(encoding="utf-8")
+    assert after + "\n" in text
+    job.path.write_text(text.replace(after + "\n", f"{after}\n{lines}\n", 1))
+    return job.path
+
+
+def test_a_misspelt_params_name_is_a_config_error(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+) -> None:
+    job = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+    config = with_lines(job, "[params]", 'school = ["0427"]')
+
+    with pytest.raises(ConfigError) as caught:
+        load_job(config)
+
+    message = str(caught.value)
+    assert message.startswith(f"{config}: params.school: no template uses it")
+    assert "start_date" in message and "schools" in message
