@@ -6,13 +6,15 @@ line on stderr and its exit code; see ``EXIT_CODES``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -113,6 +115,53 @@ def _main(
 def _fail(exc: ConnectorError) -> typer.Exit:
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(exc.exit_code)
+
+
+_WRITE_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+def os_error_line(exc: OSError, places: Sequence[tuple[str, Path]] = ()) -> str:
+    """One line for a filesystem fault: the path, the setting it comes from, the fix.
+
+    ``places`` pairs a setting (``output.folder``, ``--to``) with its folder; the
+    first that holds the failed path is named.
+    """
+    path = Path(str(exc.filename))
+    reason = exc.strerror or str(exc)
+    found = next(((k, f) for k, f in places if path.is_relative_to(f)), None)
+    setting, folder = found if found else ("the folder", path.parent)
+    named = f"{setting} {folder}" if found else f"the folder {folder}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"cannot write {path}: no space left on the device holding {folder}; "
+            f"free some space there (or point {setting} elsewhere) and run again"
+        )
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return (
+            f"cannot write {path}: {reason}; {named} must be a folder, and a file "
+            "stands in its way: move the file or change the setting"
+        )
+    verb = "write" if exc.errno in _WRITE_ERRORS else "use"
+    return (
+        f"cannot {verb} {path}: {reason}; check that {named} exists and this "
+        "account may write there"
+    )
+
+
+@contextlib.contextmanager
+def _os_errors(places: list[tuple[str, Path]]) -> Iterator[None]:
+    """A filesystem fault with a path becomes one line naming it, exit 1."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        typer.echo(f"error: {os_error_line(exc, places)}", err=True)
+        raise typer.Exit(ExitCode.FAILURE) from None
+
+
+def _job_places(job: Any) -> list[tuple[str, Path]]:
+    return [("output.folder", job.output_folder), ("state.folder", job.state_folder)]
 
 
 def _params(items: list[str] | None) -> dict[str, Any]:
@@ -288,12 +337,15 @@ def extract(
 
     report = RunReport(command="extract")
     folder: Path | None = None
+    places: list[tuple[str, Path]] = []
     try:
         job = load_job(config)
         folder = to.resolve() if to else job.output_folder
-        run_extract(
-            job, names=dataset, params=_params(param), folder=folder, report=report
-        )
+        places[:] = [("--to" if to else "output.folder", folder), *_job_places(job)]
+        with _os_errors(places):
+            run_extract(
+                job, names=dataset, params=_params(param), folder=folder, report=report
+            )
         report.outcome = "extracted"
     except ConnectorError as exc:
         report.outcome, report.error = "failed", str(exc)
@@ -337,18 +389,20 @@ def send(
 
     report = RunReport(command="send")
     folder: Path | None = None
+    places: list[tuple[str, Path]] = []
     try:
         job = load_job(config)
         folder = job.output_folder
-        if files:
-            run_send(
-                job, [p.resolve() for p in files], report, accept_change=accept_change
-            )
-        elif pending_exports(job):
-            send_pending(job, report, accept_change=accept_change)
-        else:
-            paths = [job.output_folder / job.export_name(n) for n in job.datasets]
-            run_send(job, paths, report, accept_change=accept_change)
+        places[:] = _job_places(job)
+        with _os_errors(places):
+            if files:
+                exports = [p.resolve() for p in files]
+                run_send(job, exports, report, accept_change=accept_change)
+            elif pending_exports(job):
+                send_pending(job, report, accept_change=accept_change)
+            else:
+                paths = [job.output_folder / job.export_name(n) for n in job.datasets]
+                run_send(job, paths, report, accept_change=accept_change)
         report.outcome = "sent"
     except ConnectorError as exc:
         report.outcome = "held" if isinstance(exc, HeldError) else "failed"
@@ -411,16 +465,19 @@ def run(
     from .report import RunReport
 
     report = RunReport(command="run")
+    places: list[tuple[str, Path]] = []
     try:
         job = load_job(config)
-        run_job(
-            job,
-            params=_params(param),
-            report=report,
-            accept_change=accept_change,
-            force=force,
-            wait=wait,
-        )
+        places[:] = _job_places(job)
+        with _os_errors(places):
+            run_job(
+                job,
+                params=_params(param),
+                report=report,
+                accept_change=accept_change,
+                force=force,
+                wait=wait,
+            )
     except ConnectorError as exc:
         if report.exports:
             _print_report(report)
@@ -529,7 +586,8 @@ def demo(
     from .demo import run_demo
 
     try:
-        result = run_demo(folder.resolve(), students=students)
+        with _os_errors([("--folder", folder.resolve())]):
+            result = run_demo(folder.resolve(), students=students)
     except ConnectorError as exc:
         raise _fail(exc) from None
     _print_report(result.report)
@@ -850,13 +908,23 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
-    except Exception as exc:  # noqa: BLE001 - the last guard before the user
-        logging.getLogger("connector").debug("unexpected error", exc_info=True)
-        from .database import _scrub
-
-        typer.echo(
-            f"error: unexpected {type(exc).__name__}: {_scrub(str(exc), None)} "
-            "(run with -v for the traceback; please report it)",
-            err=True,
-        )
+    except OSError as exc:
+        if exc.filename is None:
+            _unexpected(exc)
+        typer.echo(f"error: {os_error_line(exc)}", err=True)
         sys.exit(ExitCode.FAILURE)
+    except Exception as exc:  # noqa: BLE001 - the last guard before the user
+        _unexpected(exc)
+
+
+def _unexpected(exc: Exception) -> NoReturn:
+    """Anything we did not foresee: one line, exit 1, and a request to report it."""
+    logging.getLogger("connector").debug("unexpected error", exc_info=True)
+    from .database import _scrub
+
+    typer.echo(
+        f"error: unexpected {type(exc).__name__}: {_scrub(str(exc), None)} "
+        "(run with -v for the traceback; please report it)",
+        err=True,
+    )
+    sys.exit(ExitCode.FAILURE)

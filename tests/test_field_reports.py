@@ -3,17 +3,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import shutil
 import sqlite3
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from connector.cli import os_error_line
 from connector.config import Job, load_job
 from connector.errors import ConfigError, ExitCode
 from connector.receiver import Receiver
 
-from .conftest import TOKEN
+from .conftest import TOKEN, require
 from .test_pipeline import district, make_job  # noqa: F401 - district is a fixture
 from .test_run_rules import connector, live, sis  # noqa: F401 - fixtures
 
@@ -79,3 +85,75 @@ def test_a_misspelt_params_name_is_a_config_error(
     message = str(caught.value)
     assert message.startswith(f"{config}: params.school: no template uses it")
     assert "start_date" in message and "schools" in message
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """``folder`` made immutable: tests run as root, where chmod stops no write."""
+    folder.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+    require(made.returncode == 0, f"chattr +i does not work here: {made.stderr!r}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def assert_one_line(result: subprocess.CompletedProcess[str], *parts: str) -> None:
+    assert result.returncode == ExitCode.FAILURE, result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "unexpected" not in line and "please report it" not in line, line
+    for part in parts:
+        assert part in line, line
+
+
+def test_a_read_only_output_folder_is_named_with_its_setting(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+) -> None:
+    job = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+    with read_only(job.output_folder) as folder:
+        result = connector("extract", "-c", str(job.path))
+    assert_one_line(
+        result,
+        f"cannot write {folder}/.students.csv.",
+        f"check that output.folder {folder} exists and this account may write there",
+    )
+
+
+def test_an_output_folder_that_is_a_file_is_named_with_its_setting(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+) -> None:
+    job = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+    job.output_folder.write_text("not a folder")
+    result = connector("extract", "-c", str(job.path))
+    assert_one_line(result, f"output.folder {job.output_folder} must be a folder")
+
+
+def test_extract_to_a_read_only_folder_names_the_option(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+) -> None:
+    job = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+    with read_only(tmp_path / "elsewhere") as folder:
+        result = connector("extract", "-c", str(job.path), "--to", str(folder))
+    assert_one_line(result, f"check that --to {folder} exists")
+    assert not (folder / "run-report.json").exists()
+
+
+def test_demo_in_a_read_only_folder_names_the_option(tmp_path: Path) -> None:
+    with read_only(tmp_path / "demo") as folder:
+        result = connector("demo", "--folder", str(folder), "--students", "10")
+    assert_one_line(result, f"check that --folder {folder} exists")
+
+
+def test_a_full_disk_names_the_device_and_the_setting(tmp_path: Path) -> None:
+    folder = tmp_path / "exports"
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "a.csv"))
+    line = os_error_line(full, [("output.folder", folder)])
+    assert line == (
+        f"cannot write {folder / 'a.csv'}: no space left on the device holding "
+        f"{folder}; free some space there (or point output.folder elsewhere) and "
+        "run again"
+    )
