@@ -16,7 +16,8 @@ import pytest
 
 from connector.cli import os_error_line
 from connector.config import Job, load_job
-from connector.errors import ConfigError, ExitCode
+from connector.errors import ConfigError, ConnectorError, ExitCode
+from connector.gate import StateStore
 from connector.receiver import Receiver
 
 from .conftest import TOKEN, require
@@ -89,8 +90,10 @@ def test_a_misspelt_params_name_is_a_config_error(
 
 @contextlib.contextmanager
 def read_only(folder: Path) -> Iterator[Path]:
-    """``folder`` made immutable: tests run as root, where chmod stops no write."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """``folder`` (or a file) made immutable: tests run as root, where chmod
+    stops no write."""
+    if not folder.exists():
+        folder.mkdir(parents=True)
     made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
     require(made.returncode == 0, f"chattr +i does not work here: {made.stderr!r}")
     try:
@@ -157,3 +160,34 @@ def test_a_full_disk_names_the_device_and_the_setting(tmp_path: Path) -> None:
         f"{folder}; free some space there (or point output.folder elsewhere) and "
         "run again"
     )
+
+
+def test_a_state_folder_that_is_not_writable_is_not_called_damaged(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,  # noqa: F811
+) -> None:
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file)
+    assert connector("run", "-c", str(job.path)).returncode == 0
+    store = job.state_store.read_bytes()
+
+    with read_only(job.state_folder):
+        result = connector("run", "-c", str(job.path))
+
+    assert result.returncode == 1, result.stderr
+    assert f"state folder {job.state_folder} is not writable by this account" in (
+        result.stderr
+    )
+    assert "damaged" not in result.stderr
+    assert job.state_store.read_bytes() == store
+
+
+def test_a_locked_store_file_is_not_writable_rather_than_damaged(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state" / "state.sqlite"
+    StateStore(path).close()
+    with read_only(path):
+        with pytest.raises(ConnectorError, match="is not writable by this account"):
+            StateStore(path)
