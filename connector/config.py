@@ -678,7 +678,9 @@ def load_job(path: Path) -> Job:
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_first_problem(exc)}") from None
 
-    job = Job(settings, path.resolve())
+    job = Job(
+        _sqlite_from_config_folder(settings, path.resolve().parent), path.resolve()
+    )
     _check_paths(job)
     _check_params(job)
     return job
@@ -718,7 +720,45 @@ def _first_problem(exc: ValidationError) -> str:
     return f"{key}: {message}{more}"
 
 
+def _sqlite_file(url: str | None) -> Path | None:
+    """The database file a ``sqlite://`` URL names, or None (not SQLite, memory)."""
+    if not url or not url.lower().startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        database = make_url(url).database
+    except ArgumentError:
+        return None  # the source reports a malformed URL when it connects
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _sqlite_from_config_folder(settings: Settings, folder: Path) -> Settings:
+    """A relative SQLite path in ``source.url`` starts from the config's folder."""
+    database = _sqlite_file(settings.source.url)
+    if database is None or database.is_absolute():
+        return settings
+    from sqlalchemy.engine import make_url
+
+    assert settings.source.url is not None
+    url = make_url(settings.source.url).set(database=str(folder / database))
+    source = settings.source.model_copy(
+        update={"url": url.render_as_string(hide_password=False)}
+    )
+    return settings.model_copy(update={"source": source})
+
+
 def _check_paths(job: Job) -> None:
+    database = _sqlite_file(job.source.url)
+    if database is not None and not database.is_file():
+        raise ConfigError(
+            f"{job.path}: source.url: no SQLite database at {database} (a missing "
+            "file is never created); check the path: a relative one starts from "
+            "the config's folder"
+        )
     for name in job.datasets:
         if job.file_source(name) is not None:
             continue

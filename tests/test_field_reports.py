@@ -18,6 +18,7 @@ from connector.cli import os_error_line
 from connector.config import Job, load_job
 from connector.errors import ConfigError, ConnectorError, ExitCode
 from connector.gate import StateStore
+from connector.pipeline import extract
 from connector.receiver import Receiver
 
 from .conftest import TOKEN, require
@@ -191,3 +192,41 @@ def test_a_locked_store_file_is_not_writable_rather_than_damaged(
     with read_only(path):
         with pytest.raises(ConnectorError, match="is not writable by this account"):
             StateStore(path)
+
+
+def test_a_relative_sqlite_url_starts_from_the_config_folder(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shutil.copyfile(district / "sis.db", tmp_path / "sample.db")
+    job = make_job(
+        tmp_path,
+        district,
+        "https://127.0.0.1:9/",
+        CA,
+        source='url = "sqlite:///sample.db"',
+    )
+    monkeypatch.chdir("/")
+    results = extract(load_job(job.path), names=["students"])
+    assert results[0].written == 200
+
+
+def test_a_missing_sqlite_file_is_a_config_error_and_is_not_created(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_job(
+            tmp_path,
+            district,
+            "https://127.0.0.1:9/",
+            CA,
+            source='url = "sqlite:///smaple.db"',
+        )
+    assert str(caught.value) == (
+        f"{tmp_path / 'connector.toml'}: source.url: no SQLite database at "
+        f"{tmp_path / 'smaple.db'} (a missing file is never created); check the "
+        "path: a relative one starts from the config's folder"
+    )
+    assert not (tmp_path / "smaple.db").exists()
