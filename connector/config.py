@@ -8,6 +8,7 @@ key and the file.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import re
 import tomllib
@@ -67,6 +68,19 @@ class SourceSettings(_Strict):
         if value is not None and value is not True and value is not False:
             if value != "strict":
                 raise ValueError('must be true, false or "strict"')
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(
+                    f"unknown encoding {value!r}; use a name such as utf-8, cp1252 "
+                    "or latin-1"
+                ) from None
         return value
 
     @field_validator("time_zone")
@@ -668,8 +682,14 @@ def load_job(path: Path) -> Job:
         ) from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ConfigError(
+            f"{path} is saved as UTF-16; save it as UTF-8 (in Notepad: Save As, "
+            "Encoding: UTF-8)"
+        )
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig: Windows Notepad may begin a UTF-8 file with a byte-order mark.
+        data = tomllib.loads(raw.decode("utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 

@@ -230,3 +230,28 @@ def test_a_missing_sqlite_file_is_a_config_error_and_is_not_created(
         "path: a relative one starts from the config's folder"
     )
     assert not (tmp_path / "smaple.db").exists()
+
+
+def test_a_config_saved_with_a_byte_order_mark_loads(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+) -> None:
+    job = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+    text = job.path.read_text(encoding="utf-8")
+    job.path.write_text(text, encoding="utf-8-sig")
+    assert job.path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_job(job.path).datasets.keys() == job.datasets.keys()
+
+    job.path.write_text(text, encoding="utf-16")
+    with pytest.raises(ConfigError, match="is saved as UTF-16; save it as UTF-8"):
+        load_job(job.path)
+
+
+def test_an_unknown_source_encoding_is_a_config_error(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+) -> None:
+    job = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+    with_lines(job, "[source]", 'encoding = "utf-9"')
+    with pytest.raises(ConfigError, match="source.encoding: unknown encoding 'utf-9'"):
+        load_job(job.path)
