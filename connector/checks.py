@@ -38,10 +38,36 @@ class DataSetCheck:
 class CheckOutcome:
     server: ServerInfo | None
     datasets: list[DataSetCheck]
+    destination: DataSetCheck = field(
+        default_factory=lambda: DataSetCheck("destination", "not checked")
+    )
 
     @property
     def is_ok(self) -> bool:
-        return all(d.is_ok for d in self.datasets)
+        return self.destination.is_ok and all(d.is_ok for d in self.datasets)
+
+
+def check_destination(job: Job) -> DataSetCheck:
+    """Prepare the destination as a send would (secrets, certificate, pin), sending
+    nothing and connecting to nothing."""
+    from .destinations import prepare
+
+    check = DataSetCheck("destination")
+    if job.settings.destination is None:
+        check.verdict = "none configured ([destination] is needed to send)"
+        return check
+    try:
+        prepared = prepare(job)
+    except ConnectorError as exc:
+        check.is_ok = False
+        check.verdict = f"FAILED: {exc}"
+        return check
+    recipient = prepared.recipient
+    check.verdict = (
+        f"ok ({prepared.destination.where}; secrets found; {recipient.format} "
+        f"recipient {recipient.fingerprint}; nothing sent)"
+    )
+    return check
 
 
 def check_job(
@@ -58,6 +84,7 @@ def check_job(
     """
     chosen = selected(job, names)
     merged = job_params(job, params, chosen)
+    destination = check_destination(job)
     checks: list[DataSetCheck] = []
     needs_database = any(job.file_source(n) is None for n in chosen)
     with (
@@ -103,7 +130,7 @@ def check_job(
             except ConnectorError as exc:
                 check.is_ok = False
                 check.verdict = f"FAILED: {exc}"
-    return CheckOutcome(server=server, datasets=checks)
+    return CheckOutcome(server=server, datasets=checks, destination=destination)
 
 
 def _read_file(

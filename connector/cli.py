@@ -279,13 +279,15 @@ def test(
         bool, typer.Option(help="Show the first rows, cleaned, on stdout.")
     ] = True,
 ) -> None:
-    """Check the connection and every template without writing any file.
+    """Check the connection, every template and the destination; writes no file.
 
     Connects, shows the server and driver, renders and runs each template, and
     checks its columns against the data set, fetching only a few rows. A data set
     read from a file (file_source) shows the file's size, age and hash, how it is
     read (format, encoding, delimiter, header row: detected ones can be pinned
-    with the lines shown), its columns and its record count.
+    with the lines shown), its columns and its record count. Then prepares the
+    destination as a send would (its secrets, the recipient certificate and its
+    pinned fingerprint), without connecting or sending.
 
     Example: connector test -c /etc/connector/connector.toml --rows 3
     """
@@ -303,7 +305,7 @@ def test(
             f"server: {outcome.server.dbms} {outcome.server.dbms_version}\n"
             f"driver: {outcome.server.driver} {outcome.server.driver_version}"
         )
-    for check in outcome.datasets:
+    for check in [*outcome.datasets, outcome.destination]:
         for line in check.details:
             typer.echo(f"{check.name}: {line}")
         typer.echo(f"{check.name}: {check.verdict}", err=not check.is_ok)

@@ -712,7 +712,8 @@ def _check_params(job: Job) -> None:
 
     used: set[str] = set()
     for settings in job.settings.datasets.values():
-        used |= template_names(job.resolve(settings.template))
+        if settings.template is not None:
+            used |= template_names(job.resolve(settings.template))
     unused = sorted(set(job.settings.params) - used)
     if unused:
         keys = ", ".join(f"params.{name}" for name in unused)
@@ -758,21 +759,21 @@ def _sqlite_file(url: str | None) -> Path | None:
 
 def _sqlite_from_config_folder(settings: Settings, folder: Path) -> Settings:
     """A relative SQLite path in ``source.url`` starts from the config's folder."""
-    database = _sqlite_file(settings.source.url)
-    if database is None or database.is_absolute():
+    given = settings.source
+    database = None if given is None else _sqlite_file(given.url)
+    if given is None or database is None or database.is_absolute():
         return settings
     from sqlalchemy.engine import make_url
 
-    assert settings.source.url is not None
-    url = make_url(settings.source.url).set(database=str(folder / database))
-    source = settings.source.model_copy(
-        update={"url": url.render_as_string(hide_password=False)}
-    )
+    assert given.url is not None
+    url = make_url(given.url).set(database=str(folder / database))
+    source = given.model_copy(update={"url": url.render_as_string(hide_password=False)})
     return settings.model_copy(update={"source": source})
 
 
 def _check_paths(job: Job) -> None:
-    database = _sqlite_file(job.source.url)
+    given = job.settings.source
+    database = None if given is None else _sqlite_file(given.url)
     if database is not None and not database.is_file():
         raise ConfigError(
             f"{job.path}: source.url: no SQLite database at {database} (a missing "

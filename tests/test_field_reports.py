@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from connector.checks import check_job
 from connector.cli import os_error_line
 from connector.config import Job, load_job
 from connector.errors import ConfigError, ConnectorError, ExitCode
@@ -255,3 +256,32 @@ def test_an_unknown_source_encoding_is_a_config_error(
     with_lines(job, "[source]", 'encoding = "utf-9"')
     with pytest.raises(ConfigError, match="source.encoding: unknown encoding 'utf-9'"):
         load_job(job.path)
+
+
+def test_connector_test_checks_the_destination_without_sending(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    live: Receiver,  # noqa: F811
+) -> None:
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file)
+    good = check_job(job, rows=1)
+    assert good.is_ok
+    assert good.destination.verdict.startswith(f"ok ({live.url}; secrets found; ")
+    assert good.destination.verdict.endswith("; nothing sent)")
+
+    monkeypatch.delenv("CONNECTOR_SECRET_UPLOAD_TOKEN")
+    missing = check_job(job, rows=1)
+    assert not missing.is_ok and all(d.is_ok for d in missing.datasets)
+    assert missing.destination.verdict.startswith("FAILED: ")
+    assert "upload-token" in missing.destination.verdict
+
+    pinned = with_lines(job, "[destination]", f'recipient_fingerprint = "{"AB" * 20}"')
+    result = connector("test", "-c", str(pinned))
+    assert result.returncode == ExitCode.FAILURE, result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("destination:")]
+    assert line.startswith("destination: FAILED: recipient certificate ")
+    assert "destination.recipient_fingerprint" in line
+    assert "students: ok" in result.stdout
+    assert not live.folder.exists() or not any(live.folder.iterdir())
