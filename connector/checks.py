@@ -87,13 +87,20 @@ def check_job(
     destination = check_destination(job)
     checks: list[DataSetCheck] = []
     needs_database = any(job.file_source(n) is None for n in chosen)
-    with (
-        open_source(job.source, database_password(job))
-        if needs_database
-        else contextlib.nullcontext()
-    ) as source:
+    password = database_password(job) if needs_database else None
+    with contextlib.ExitStack() as connection:
+        source = (
+            connection.enter_context(open_source(job.source, password))
+            if needs_database
+            else None
+        )
         server = None if source is None else source.describe()
         for name in chosen:
+            if source is not None and checks and not checks[-1].is_ok:
+                # A failed query can leave the transaction aborted (PostgreSQL):
+                # the next data set's check starts on a fresh connection.
+                connection.close()
+                source = connection.enter_context(open_source(job.source, password))
             check = DataSetCheck(name)
             checks.append(check)
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import os
 import shutil
 import sqlite3
@@ -285,3 +286,37 @@ def test_connector_test_checks_the_destination_without_sending(
     assert "destination.recipient_fingerprint" in line
     assert "students: ok" in result.stdout
     assert not live.folder.exists() or not any(live.folder.iterdir())
+
+
+def test_one_bad_template_does_not_fail_the_later_checks_on_postgresql(
+    tmp_path: Path,
+    sis_loaded: None,
+) -> None:
+    require(importlib.util.find_spec("psycopg") is not None, "psycopg is missing")
+    queries = tmp_path / "queries"
+    shutil.copytree(Path(__file__).parents[1] / "queries" / "rosariosis", queries)
+    (queries / "students.sql.j2").write_text("SELECT no_such_column FROM students")
+    config = tmp_path / "connector.toml"
+    config.write_text(
+        """
+[source]
+url = "postgresql+psycopg://postgres@127.0.0.1:5432/sis_rosariosis"
+[params]
+school_year = 2024
+start_date = 2024-08-19
+end_date = 2024-10-04
+[datasets.students]
+template = "queries/students.sql.j2"
+[datasets.attendance]
+template = "queries/attendance.sql.j2"
+[datasets.staff]
+template = "queries/staff.sql.j2"
+""",
+        encoding="utf-8",
+    )
+    outcome = check_job(load_job(config), rows=2)
+    verdicts = {d.name: d.verdict for d in outcome.datasets}
+    assert verdicts["students"].startswith("FAILED: ")
+    assert "no_such_column" in verdicts["students"]
+    assert verdicts["attendance"].startswith("ok: columns match"), verdicts
+    assert verdicts["staff"].startswith("ok: columns match"), verdicts
