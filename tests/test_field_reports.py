@@ -18,7 +18,7 @@ import pytest
 from connector.checks import check_job
 from connector.cli import os_error_line
 from connector.config import Job, load_job
-from connector.errors import ConfigError, ConnectorError, ExitCode
+from connector.errors import ConfigError, ConnectorError, ExitCode, ExportError
 from connector.gate import StateStore
 from connector.pipeline import extract
 from connector.receiver import Receiver
@@ -320,3 +320,23 @@ template = "queries/staff.sql.j2"
     assert "no_such_column" in verdicts["students"]
     assert verdicts["attendance"].startswith("ok: columns match"), verdicts
     assert verdicts["staff"].startswith("ok: columns match"), verdicts
+
+
+def test_extract_honours_allow_empty_as_run_does(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+) -> None:
+    job = make_job(
+        tmp_path, district, "https://127.0.0.1:9/", CA, staff="allow_empty = true"
+    )
+    template = job.template_path("staff")
+    template.write_text("SELECT * FROM (" + template.read_text() + ") WHERE 1 = 0")
+
+    results = {r.dataset: r for r in extract(job)}
+
+    assert results["staff"].written == 0
+    assert (job.output_folder / "staff.csv").read_text().count("\n") == 1
+    strict = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+    template.write_text("SELECT * FROM (" + template.read_text() + ") WHERE 1 = 0")
+    with pytest.raises(ExportError, match="data set staff: the query returned no rows"):
+        extract(strict)
