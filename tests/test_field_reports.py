@@ -340,3 +340,23 @@ def test_extract_honours_allow_empty_as_run_does(
     template.write_text("SELECT * FROM (" + template.read_text() + ") WHERE 1 = 0")
     with pytest.raises(ExportError, match="data set staff: the query returned no rows"):
         extract(strict)
+
+
+def test_demo_refuses_a_folder_that_is_not_an_earlier_demo(tmp_path: Path) -> None:
+    folder = tmp_path / "dba"
+    (folder / "queries").mkdir(parents=True)
+    (folder / "connector.toml").write_text("# the district's real config\n")
+    (folder / "queries" / "students.sql.j2").write_text("SELECT 1\n")
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    refused = connector("demo", "--folder", str(folder), "--students", "10")
+
+    assert refused.returncode == ExitCode.USAGE, refused.stderr
+    [line] = [x for x in refused.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: --folder {folder} is not empty and is not an ")
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+    demo = tmp_path / "demo"
+    for _ in range(2):  # an earlier demo's folder may be used again
+        again = connector("demo", "--folder", str(demo), "--students", "10")
+        assert again.returncode == 0, again.stderr
