@@ -581,8 +581,8 @@ def demo(
 
     Builds a sample SIS in SQLite (invented people), a throwaway OpenPGP key pair
     and TLS certificate, starts a local HTTPS receiver on 127.0.0.1, and runs
-    extract, encrypt, upload and verify. Writes only inside --folder, which
-    must be new, empty or an earlier demo's (a folder holding anything else is refused).
+    extract, encrypt, upload and verify. Writes only inside --folder, which must
+    be new, empty or an earlier demo's (a folder holding anything else is refused).
 
     Example: connector demo --folder /tmp/connector-demo
     """
