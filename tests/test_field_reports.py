@@ -18,10 +18,17 @@ import pytest
 from connector.checks import check_job
 from connector.cli import os_error_line
 from connector.config import Job, load_job
-from connector.errors import ConfigError, ConnectorError, ExitCode, ExportError
+from connector.errors import (
+    ConfigError,
+    ConnectorError,
+    ExitCode,
+    ExportError,
+    TemplateError,
+)
 from connector.gate import StateStore
 from connector.pipeline import extract
 from connector.receiver import Receiver
+from connector.templates import render_query
 
 from .conftest import TOKEN, require
 from .test_pipeline import district, make_job  # noqa: F401 - district is a fixture
@@ -360,3 +367,34 @@ def test_demo_refuses_a_folder_that_is_not_an_earlier_demo(tmp_path: Path) -> No
     for _ in range(2):  # an earlier demo's folder may be used again
         again = connector("demo", "--folder", str(demo), "--students", "10")
         assert again.returncode == 0, again.stderr
+
+
+def test_a_quoted_placeholder_names_the_template_line_and_the_fix(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+) -> None:
+    job = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+    template = job.template_path("attendance")
+    lines = template.read_text().splitlines()
+    [number] = [n for n, x in enumerate(lines, 1) if "{{ start_date }}" in x]
+    lines[number - 1] = lines[number - 1].replace(
+        "{{ start_date }}", "'{{ start_date }}'"
+    )
+    template.write_text("\n".join(lines) + "\n")
+
+    with pytest.raises(TemplateError) as caught:
+        extract(job)
+
+    assert str(caught.value).startswith(
+        f"template {template}, line {number}: a placeholder is inside SQL quotes; "
+        "remove the quotes around it"
+    )
+    assert "every value is bound as a parameter" in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["", "\n  \n", "{# only a comment #}\n"])
+def test_an_empty_template_is_a_template_error(tmp_path: Path, text: str) -> None:
+    template = tmp_path / "students.sql.j2"
+    template.write_text(text)
+    with pytest.raises(TemplateError, match=f"template {template} is empty"):
+        render_query(template, {})
