@@ -696,7 +696,7 @@ def load_job(path: Path) -> Job:
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_first_problem(exc)}") from None
+        raise ConfigError(f"{path}: {_problems(exc)}") from None
 
     job = Job(
         _sqlite_from_config_folder(settings, path.resolve().parent), path.resolve()
@@ -723,11 +723,28 @@ def _check_params(job: Job) -> None:
         )
 
 
-def _first_problem(exc: ValidationError) -> str:
+_MAX_PROBLEMS = 5
+
+
+def _problems(exc: ValidationError) -> str:
+    """Every problem (up to ``_MAX_PROBLEMS``) on one line, separated by "; "."""
     # A misspelt key also shows up as a missing one: name the misspelling first.
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    error = errors[0]
-    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    shown = [_problem(error) for error in errors[:_MAX_PROBLEMS]]
+    more = len(errors) - len(shown)
+    return "; ".join(shown) + (f" (and {more} more)" if more else "")
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    """``datasets.students.columns[1].header``: list items count from 1."""
+    key = ""
+    for part in loc:
+        key += f"[{part + 1}]" if isinstance(part, int) else f".{part}"
+    return key.lstrip(".") or "(top level)"
+
+
+def _problem(error: Any) -> str:
+    key = _key(error["loc"])
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key; check its spelling against the README"
@@ -737,8 +754,7 @@ def _first_problem(exc: ValidationError) -> str:
         # A check across the data sets names the key it is about.
         where, message = message.split(": ", 1)
         key = f"datasets.{where}"
-    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{key}: {message}{more}"
+    return f"{key}: {message}"
 
 
 def _sqlite_file(url: str | None) -> Path | None:

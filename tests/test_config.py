@@ -115,7 +115,7 @@ def test_bad_toml(tmp_path: Path) -> None:
         (
             '[[datasets.students.columns]]\nname = "Bad Name"\nheader = "B"\n'
             'kind = "text"',
-            "datasets.students.columns.0.name: must be a query column name",
+            "datasets.students.columns[1].name: must be a query column name",
         ),
         ('[datasets.students.x]\nkind = "id"', "datasets.students.x: unknown key"),
         ('periods = "event"', "datasets.students.periods: only attendance has"),

@@ -75,6 +75,12 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
 CA = Path(__file__)  # any file: these configs fail before the CA is read
 
 
+@pytest.fixture
+def offline(tmp_path: Path, district: Path) -> Job:  # noqa: F811
+    """A job on the sample SIS whose destination is never reached."""
+    return make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+
+
 def with_lines(job: Job, after: str, lines: str) -> Path:
     """The job's config file with ``lines`` added after the line ``after``."""
     text = job.path.read_text(encoding="utf-8")
@@ -83,11 +89,8 @@ def with_lines(job: Job, after: str, lines: str) -> Path:
     return job.path
 
 
-def test_a_misspelt_params_name_is_a_config_error(
-    tmp_path: Path,
-    district: Path,  # noqa: F811
-) -> None:
-    job = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+def test_a_misspelt_params_name_is_a_config_error(offline: Job) -> None:
+    job = offline
     config = with_lines(job, "[params]", 'school = ["0427"]')
 
     with pytest.raises(ConfigError) as caught:
@@ -120,11 +123,8 @@ def assert_one_line(result: subprocess.CompletedProcess[str], *parts: str) -> No
         assert part in line, line
 
 
-def test_a_read_only_output_folder_is_named_with_its_setting(
-    tmp_path: Path,
-    district: Path,  # noqa: F811
-) -> None:
-    job = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+def test_a_read_only_output_folder_is_named_with_its_setting(offline: Job) -> None:
+    job = offline
     with read_only(job.output_folder) as folder:
         result = connector("extract", "-c", str(job.path))
     assert_one_line(
@@ -135,10 +135,9 @@ def test_a_read_only_output_folder_is_named_with_its_setting(
 
 
 def test_an_output_folder_that_is_a_file_is_named_with_its_setting(
-    tmp_path: Path,
-    district: Path,  # noqa: F811
+    offline: Job,
 ) -> None:
-    job = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+    job = offline
     job.output_folder.write_text("not a folder")
     result = connector("extract", "-c", str(job.path))
     assert_one_line(result, f"output.folder {job.output_folder} must be a folder")
@@ -241,11 +240,8 @@ def test_a_missing_sqlite_file_is_a_config_error_and_is_not_created(
     assert not (tmp_path / "smaple.db").exists()
 
 
-def test_a_config_saved_with_a_byte_order_mark_loads(
-    tmp_path: Path,
-    district: Path,  # noqa: F811
-) -> None:
-    job = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+def test_a_config_saved_with_a_byte_order_mark_loads(offline: Job) -> None:
+    job = offline
     text = job.path.read_text(encoding="utf-8")
     job.path.write_text(text, encoding="utf-8-sig")
     assert job.path.read_bytes().startswith(b"\xef\xbb\xbf")
@@ -256,11 +252,8 @@ def test_a_config_saved_with_a_byte_order_mark_loads(
         load_job(job.path)
 
 
-def test_an_unknown_source_encoding_is_a_config_error(
-    tmp_path: Path,
-    district: Path,  # noqa: F811
-) -> None:
-    job = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+def test_an_unknown_source_encoding_is_a_config_error(offline: Job) -> None:
+    job = offline
     with_lines(job, "[source]", 'encoding = "utf-9"')
     with pytest.raises(ConfigError, match="source.encoding: unknown encoding 'utf-9'"):
         load_job(job.path)
@@ -369,11 +362,8 @@ def test_demo_refuses_a_folder_that_is_not_an_earlier_demo(tmp_path: Path) -> No
         assert again.returncode == 0, again.stderr
 
 
-def test_a_quoted_placeholder_names_the_template_line_and_the_fix(
-    tmp_path: Path,
-    district: Path,  # noqa: F811
-) -> None:
-    job = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+def test_a_quoted_placeholder_names_the_template_line_and_the_fix(offline: Job) -> None:
+    job = offline
     template = job.template_path("attendance")
     lines = template.read_text().splitlines()
     [number] = [n for n, x in enumerate(lines, 1) if "{{ start_date }}" in x]
@@ -398,3 +388,23 @@ def test_an_empty_template_is_a_template_error(tmp_path: Path, text: str) -> Non
     template.write_text(text)
     with pytest.raises(TemplateError, match=f"template {template} is empty"):
         render_query(template, {})
+
+
+def test_config_errors_list_every_problem_and_count_columns_from_one(
+    offline: Job,
+) -> None:
+    job = offline
+    with_lines(job, "[datasets.staff]", 'on_row_eror = "drop"\nmax_rejected = "5%"')
+    with job.path.open("a", encoding="utf-8") as config:
+        for name, header in (("room", "Room"), ("desk", " Desk")):
+            config.write(
+                f'[[datasets.staff.columns]]\nname = "{name}"\n'
+                f'header = "{header}"\nkind = "text"\n'
+            )
+    with pytest.raises(ConfigError) as caught:
+        load_job(job.path)
+    message = str(caught.value)
+    assert "\n" not in message and "more)" not in message
+    assert message.startswith(f"{job.path}: datasets.staff.on_row_eror: unknown key")
+    assert "; datasets.staff.max_rejected: Input should be" in message
+    assert "; datasets.staff.columns[2].header: must be 1 to 100" in message
