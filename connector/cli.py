@@ -186,7 +186,7 @@ def _print_report(report: Any, folder: Path | None = None) -> None:
         typer.echo(report.table())
     for r in report.exports:
         if r.written or r.rejected:
-            typer.echo(f"{r.dataset}: {r.path} ({r.size} bytes)")
+            typer.echo(f"{r.dataset}: {r.path} ({r.written} rows, {r.size} bytes)")
         if r.fixes:
             counts = ", ".join(f"{k}={v}" for k, v in sorted(r.fixes.items()))
             typer.echo(f"{r.dataset}: values fixed: {counts}", err=True)
@@ -329,7 +329,7 @@ def extract(
     """Run the templates and write the CSV exports; nothing is sent.
 
     All data sets are written or none: a failure leaves the previous files as they
-    were. Prints one line per export: data set, rows, bytes, path.
+    were. Prints one line per export: data set, path, rows, bytes.
 
     Example: connector extract -c connector.toml --param school_year=2025
     """
@@ -370,7 +370,10 @@ def send(
     config: ConfigOption = Path("connector.toml"),
     files: Annotated[
         list[Path] | None,
-        typer.Argument(help="Exports to send; default: see below."),
+        typer.Argument(
+            help="Exports to send; without them, the pending exports (or else the "
+            "output folder's), as described above."
+        ),
     ] = None,
     accept_change: AcceptOption = False,
 ) -> None:

@@ -408,3 +408,25 @@ def test_config_errors_list_every_problem_and_count_columns_from_one(
     assert message.startswith(f"{job.path}: datasets.staff.on_row_eror: unknown key")
     assert "; datasets.staff.max_rejected: Input should be" in message
     assert "; datasets.staff.columns[2].header: must be 1 to 100" in message
+
+
+def test_extract_prints_rows_and_bytes_per_export(offline: Job) -> None:
+    result = connector("extract", "-c", str(offline.path))
+    assert result.returncode == 0, result.stderr
+    export = offline.output_folder / "students.csv"
+    size = export.stat().st_size
+    assert f"students: {export} (200 rows, {size} bytes)" in result.stdout.splitlines()
+
+
+def test_help_and_readme_say_what_the_commands_take() -> None:
+    send = connector("send", "--help")
+    assert "see below" not in send.stdout
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "Every command takes" not in readme
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    modules = Path(__file__).parents[1] / "connector"
+    for module in sorted(modules.glob("*.py")):
+        if module.stem not in ("__init__", "cli"):
+            assert f"`{module.stem}`" in layout, module.stem
+    gate = readme.split("## Validation, row accounting and the safety gate")[1]
+    assert "`max_drop = 1.0`" in gate and "`allow_empty = true`" in gate
