@@ -62,6 +62,14 @@ def check_destination(job: Job) -> DataSetCheck:
         check.is_ok = False
         check.verdict = f"FAILED: {exc}"
         return check
+    folder = job.destination_path(job.settings.destination.path)
+    if job.settings.destination.kind == "folder" and folder and not folder.is_dir():
+        check.is_ok = False
+        check.verdict = (
+            f"FAILED: destination.path: no folder at {folder}; create it (or mount "
+            "the share) before the nightly run"
+        )
+        return check
     recipient = prepared.recipient
     check.verdict = (
         f"ok ({prepared.destination.where}; secrets found; {recipient.format} "

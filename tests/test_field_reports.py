@@ -430,3 +430,27 @@ def test_help_and_readme_say_what_the_commands_take() -> None:
             assert f"`{module.stem}`" in layout, module.stem
     gate = readme.split("## Validation, row accounting and the safety gate")[1]
     assert "`max_drop = 1.0`" in gate and "`allow_empty = true`" in gate
+
+
+def test_connector_test_names_a_missing_destination_folder(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+) -> None:
+    dropbox = tmp_path / "dropbox"
+    recipient = district / "keys" / "recipient.asc"
+    job = make_job(
+        tmp_path,
+        district,
+        "",
+        Path(),
+        destination=f'kind = "folder"\npath = "{dropbox}"\n'
+        f'recipient_cert = "{recipient}"',
+    )
+    outcome = check_job(job, rows=1)
+    assert not outcome.is_ok
+    assert outcome.destination.verdict == (
+        f"FAILED: destination.path: no folder at {dropbox}; create it (or mount "
+        "the share) before the nightly run"
+    )
+    dropbox.mkdir()
+    assert check_job(job, rows=1).destination.verdict.startswith(f"ok ({dropbox}")
