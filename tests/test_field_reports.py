@@ -31,6 +31,7 @@ from connector.receiver import Receiver
 from connector.templates import render_query
 
 from .conftest import TOKEN, require
+from .test_destinations import folder_job
 from .test_pipeline import district, make_job  # noqa: F401 - district is a fixture
 from .test_run_rules import connector, live, sis  # noqa: F401 - fixtures
 
@@ -436,16 +437,7 @@ def test_connector_test_names_a_missing_destination_folder(
     tmp_path: Path,
     district: Path,  # noqa: F811
 ) -> None:
-    dropbox = tmp_path / "dropbox"
-    recipient = district / "keys" / "recipient.asc"
-    job = make_job(
-        tmp_path,
-        district,
-        "",
-        Path(),
-        destination=f'kind = "folder"\npath = "{dropbox}"\n'
-        f'recipient_cert = "{recipient}"',
-    )
+    job, dropbox = folder_job(tmp_path, district)
     outcome = check_job(job, rows=1)
     assert not outcome.is_ok
     assert outcome.destination.verdict == (
