@@ -735,6 +735,10 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(shown) + (f" (and {more} more)" if more else "")
 
 
+# The earlier name, still imported by connector.init.
+_first_problem = _problems
+
+
 def _key(loc: tuple[int | str, ...]) -> str:
     """``datasets.students.columns[1].header``: list items count from 1."""
     key = ""
