@@ -38,10 +38,44 @@ class DataSetCheck:
 class CheckOutcome:
     server: ServerInfo | None
     datasets: list[DataSetCheck]
+    destination: DataSetCheck = field(
+        default_factory=lambda: DataSetCheck("destination", "not checked")
+    )
 
     @property
     def is_ok(self) -> bool:
-        return all(d.is_ok for d in self.datasets)
+        return self.destination.is_ok and all(d.is_ok for d in self.datasets)
+
+
+def check_destination(job: Job) -> DataSetCheck:
+    """Prepare the destination as a send would (secrets, certificate, pin), sending
+    nothing and connecting to nothing."""
+    from .destinations import prepare
+
+    check = DataSetCheck("destination")
+    if job.settings.destination is None:
+        check.verdict = "none configured ([destination] is needed to send)"
+        return check
+    try:
+        prepared = prepare(job)
+    except ConnectorError as exc:
+        check.is_ok = False
+        check.verdict = f"FAILED: {exc}"
+        return check
+    folder = job.destination_path(job.settings.destination.path)
+    if job.settings.destination.kind == "folder" and folder and not folder.is_dir():
+        check.is_ok = False
+        check.verdict = (
+            f"FAILED: destination.path: no folder at {folder}; create it (or mount "
+            "the share) before the nightly run"
+        )
+        return check
+    recipient = prepared.recipient
+    check.verdict = (
+        f"ok ({prepared.destination.where}; secrets found; {recipient.format} "
+        f"recipient {recipient.fingerprint}; nothing sent)"
+    )
+    return check
 
 
 def check_job(
@@ -58,15 +92,23 @@ def check_job(
     """
     chosen = selected(job, names)
     merged = job_params(job, params, chosen)
+    destination = check_destination(job)
     checks: list[DataSetCheck] = []
     needs_database = any(job.file_source(n) is None for n in chosen)
-    with (
-        open_source(job.source, database_password(job))
-        if needs_database
-        else contextlib.nullcontext()
-    ) as source:
+    password = database_password(job) if needs_database else None
+    with contextlib.ExitStack() as connection:
+        source = (
+            connection.enter_context(open_source(job.source, password))
+            if needs_database
+            else None
+        )
         server = None if source is None else source.describe()
         for name in chosen:
+            if source is not None and checks and not checks[-1].is_ok:
+                # A failed query can leave the transaction aborted (PostgreSQL):
+                # the next data set's check starts on a fresh connection.
+                connection.close()
+                source = connection.enter_context(open_source(job.source, password))
             check = DataSetCheck(name)
             checks.append(check)
             try:
@@ -103,7 +145,7 @@ def check_job(
             except ConnectorError as exc:
                 check.is_ok = False
                 check.verdict = f"FAILED: {exc}"
-    return CheckOutcome(server=server, datasets=checks)
+    return CheckOutcome(server=server, datasets=checks, destination=destination)
 
 
 def _read_file(

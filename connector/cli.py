@@ -6,13 +6,15 @@ line on stderr and its exit code; see ``EXIT_CODES``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -118,6 +120,53 @@ def _fail(exc: ConnectorError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
+_WRITE_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+def os_error_line(exc: OSError, places: Sequence[tuple[str, Path]] = ()) -> str:
+    """One line for a filesystem fault: the path, the setting it comes from, the fix.
+
+    ``places`` pairs a setting (``output.folder``, ``--to``) with its folder; the
+    first that holds the failed path is named.
+    """
+    path = Path(str(exc.filename))
+    reason = exc.strerror or str(exc)
+    found = next(((k, f) for k, f in places if path.is_relative_to(f)), None)
+    setting, folder = found if found else ("the folder", path.parent)
+    named = f"{setting} {folder}" if found else f"the folder {folder}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"cannot write {path}: no space left on the device holding {folder}; "
+            f"free some space there (or point {setting} elsewhere) and run again"
+        )
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return (
+            f"cannot write {path}: {reason}; {named} must be a folder, and a file "
+            "stands in its way: move the file or change the setting"
+        )
+    verb = "write" if exc.errno in _WRITE_ERRORS else "use"
+    return (
+        f"cannot {verb} {path}: {reason}; check that {named} exists and this "
+        "account may write there"
+    )
+
+
+@contextlib.contextmanager
+def _os_errors(places: list[tuple[str, Path]]) -> Iterator[None]:
+    """A filesystem fault with a path becomes one line naming it, exit 1."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        typer.echo(f"error: {os_error_line(exc, places)}", err=True)
+        raise typer.Exit(ExitCode.FAILURE) from None
+
+
+def _job_places(job: Any) -> list[tuple[str, Path]]:
+    return [("output.folder", job.output_folder), ("state.folder", job.state_folder)]
+
+
 def _params(items: list[str] | None) -> dict[str, Any]:
     from .templates import parse_params
 
@@ -140,7 +189,7 @@ def _print_report(report: Any, folder: Path | None = None) -> None:
         typer.echo(report.table())
     for r in report.exports:
         if r.written or r.rejected:
-            typer.echo(f"{r.dataset}: {r.path} ({r.size} bytes)")
+            typer.echo(f"{r.dataset}: {r.path} ({r.written} rows, {r.size} bytes)")
         if r.fixes:
             counts = ", ".join(f"{k}={v}" for k, v in sorted(r.fixes.items()))
             typer.echo(f"{r.dataset}: values fixed: {counts}", err=True)
@@ -233,13 +282,15 @@ def test(
         bool, typer.Option(help="Show the first rows, cleaned, on stdout.")
     ] = True,
 ) -> None:
-    """Check the connection and every template without writing any file.
+    """Check the connection, every template and the destination; writes no file.
 
     Connects, shows the server and driver, renders and runs each template, and
     checks its columns against the data set, fetching only a few rows. A data set
     read from a file (file_source) shows the file's size, age and hash, how it is
     read (format, encoding, delimiter, header row: detected ones can be pinned
-    with the lines shown), its columns and its record count.
+    with the lines shown), its columns and its record count. Then prepares the
+    destination as a send would (its secrets, the recipient certificate and its
+    pinned fingerprint), without connecting or sending.
 
     Example: connector test -c /etc/connector/connector.toml --rows 3
     """
@@ -257,7 +308,7 @@ def test(
             f"server: {outcome.server.dbms} {outcome.server.dbms_version}\n"
             f"driver: {outcome.server.driver} {outcome.server.driver_version}"
         )
-    for check in outcome.datasets:
+    for check in [*outcome.datasets, outcome.destination]:
         for line in check.details:
             typer.echo(f"{check.name}: {line}")
         typer.echo(f"{check.name}: {check.verdict}", err=not check.is_ok)
@@ -281,7 +332,7 @@ def extract(
     """Run the templates and write the CSV exports; nothing is sent.
 
     All data sets are written or none: a failure leaves the previous files as they
-    were. Prints one line per export: data set, rows, bytes, path.
+    were. Prints one line per export: data set, path, rows, bytes.
 
     Example: connector extract -c connector.toml --param school_year=2025
     """
@@ -291,12 +342,15 @@ def extract(
 
     report = RunReport(command="extract")
     folder: Path | None = None
+    places: list[tuple[str, Path]] = []
     try:
         job = load_job(config)
         folder = to.resolve() if to else job.output_folder
-        run_extract(
-            job, names=dataset, params=_params(param), folder=folder, report=report
-        )
+        places[:] = [("--to" if to else "output.folder", folder), *_job_places(job)]
+        with _os_errors(places):
+            run_extract(
+                job, names=dataset, params=_params(param), folder=folder, report=report
+            )
         report.outcome = "extracted"
     except ConnectorError as exc:
         report.outcome, report.error = "failed", str(exc)
@@ -319,7 +373,10 @@ def send(
     config: ConfigOption = Path("connector.toml"),
     files: Annotated[
         list[Path] | None,
-        typer.Argument(help="Exports to send; default: see below."),
+        typer.Argument(
+            help="Exports to send; without them, the pending exports (or else the "
+            "output folder's), as described above."
+        ),
     ] = None,
     accept_change: AcceptOption = False,
 ) -> None:
@@ -339,10 +396,12 @@ def send(
 
     report = RunReport(command="send")
     folder: Path | None = None
+    places: list[tuple[str, Path]] = []
     try:
         job = load_job(config)
         folder = job.output_folder
-        with run_lock(job, report.run_id):
+        places[:] = _job_places(job)
+        with _os_errors(places), run_lock(job, report.run_id):
             _send(job, files, report, accept_change)
         report.outcome = "sent"
     except ConnectorError as exc:
@@ -432,7 +491,7 @@ def run(
         job = load_job(config)
     except ConnectorError as exc:
         raise _fail(exc) from None
-    with run_logs(job, report.run_id):
+    with run_logs(job, report.run_id), _os_errors(_job_places(job)):
         outcome = run_nightly(
             job,
             params=_params(param),
@@ -657,14 +716,16 @@ def demo(
 
     Builds a sample SIS in SQLite (invented people), a throwaway OpenPGP key pair
     and TLS certificate, starts a local HTTPS receiver on 127.0.0.1, and runs
-    extract, encrypt, upload and verify. Writes only inside --folder.
+    extract, encrypt, upload and verify. Writes only inside --folder, which must
+    be new, empty or an earlier demo's (a folder holding anything else is refused).
 
     Example: connector demo --folder /tmp/connector-demo
     """
     from .demo import run_demo
 
     try:
-        result = run_demo(folder.resolve(), students=students)
+        with _os_errors([("--folder", folder.resolve())]):
+            result = run_demo(folder.resolve(), students=students)
     except ConnectorError as exc:
         raise _fail(exc) from None
     _print_report(result.report)
@@ -990,15 +1051,27 @@ def main() -> None:
             stream.reconfigure(errors="backslashreplace")
     try:
         app()
-    except Exception as exc:  # noqa: BLE001 - the last guard before the user
-        logging.getLogger("connector").debug("unexpected error", exc_info=True)
-        from .database import _scrub
+    except OSError as exc:
+        if exc.filename is None:
+            _unexpected(exc)
         from .redact import redact
 
-        typer.echo(
-            f"error: unexpected {type(exc).__name__}: "
-            f"{redact(_scrub(str(exc), None))} "
-            "(run with -v for the traceback; please report it)",
-            err=True,
-        )
+        typer.echo(f"error: {redact(os_error_line(exc))}", err=True)
         sys.exit(ExitCode.FAILURE)
+    except Exception as exc:  # noqa: BLE001 - the last guard before the user
+        _unexpected(exc)
+
+
+def _unexpected(exc: Exception) -> NoReturn:
+    """Anything we did not foresee: one line, exit 1, and a request to report it."""
+    logging.getLogger("connector").debug("unexpected error", exc_info=True)
+    from .database import _scrub
+    from .redact import redact
+
+    typer.echo(
+        f"error: unexpected {type(exc).__name__}: "
+        f"{redact(_scrub(str(exc), None))} "
+        "(run with -v for the traceback; please report it)",
+        err=True,
+    )
+    sys.exit(ExitCode.FAILURE)

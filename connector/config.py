@@ -8,6 +8,7 @@ key and the file.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import re
 import tomllib
@@ -67,6 +68,19 @@ class SourceSettings(_Strict):
         if value is not None and value is not True and value is not False:
             if value != "strict":
                 raise ValueError('must be true, false or "strict"')
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(
+                    f"unknown encoding {value!r}; use a name such as utf-8, cp1252 "
+                    "or latin-1"
+                ) from None
         return value
 
     @field_validator("time_zone")
@@ -736,26 +750,73 @@ def load_job(path: Path) -> Job:
         ) from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ConfigError(
+            f"{path} is saved as UTF-16; save it as UTF-8 (in Notepad: Save As, "
+            "Encoding: UTF-8)"
+        )
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig: Windows Notepad may begin a UTF-8 file with a byte-order mark.
+        data = tomllib.loads(raw.decode("utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_first_problem(exc)}") from None
+        raise ConfigError(f"{path}: {_problems(exc)}") from None
 
-    job = Job(settings, path.resolve())
+    job = Job(
+        _sqlite_from_config_folder(settings, path.resolve().parent), path.resolve()
+    )
     _check_paths(job)
+    _check_params(job)
     return job
 
 
-def _first_problem(exc: ValidationError) -> str:
+def _check_params(job: Job) -> None:
+    """A [params] name no template uses is a typo that would drop a filter."""
+    from .templates import template_names
+
+    used: set[str] = set()
+    for settings in job.settings.datasets.values():
+        if settings.template is not None:
+            used |= template_names(job.resolve(settings.template))
+    unused = sorted(set(job.settings.params) - used)
+    if unused:
+        keys = ", ".join(f"params.{name}" for name in unused)
+        raise ConfigError(
+            f"{job.path}: {keys}: no template uses it (a misspelt name would drop "
+            f"its filter); the templates use: {', '.join(sorted(used)) or 'nothing'}"
+        )
+
+
+_MAX_PROBLEMS = 5
+
+
+def _problems(exc: ValidationError) -> str:
+    """Every problem (up to ``_MAX_PROBLEMS``) on one line, separated by "; "."""
     # A misspelt key also shows up as a missing one: name the misspelling first.
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    error = errors[0]
-    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    shown = [_problem(error) for error in errors[:_MAX_PROBLEMS]]
+    more = len(errors) - len(shown)
+    return "; ".join(shown) + (f" (and {more} more)" if more else "")
+
+
+# The earlier name, still imported by connector.init.
+_first_problem = _problems
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    """``datasets.students.columns[1].header``: list items count from 1."""
+    key = ""
+    for part in loc:
+        key += f"[{part + 1}]" if isinstance(part, int) else f".{part}"
+    return key.lstrip(".") or "(top level)"
+
+
+def _problem(error: Any) -> str:
+    key = _key(error["loc"])
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key; check its spelling against the README"
@@ -765,11 +826,48 @@ def _first_problem(exc: ValidationError) -> str:
         # A check across the data sets names the key it is about.
         where, message = message.split(": ", 1)
         key = f"datasets.{where}"
-    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{key}: {message}{more}"
+    return f"{key}: {message}"
+
+
+def _sqlite_file(url: str | None) -> Path | None:
+    """The database file a ``sqlite://`` URL names, or None (not SQLite, memory)."""
+    if not url or not url.lower().startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        database = make_url(url).database
+    except ArgumentError:
+        return None  # the source reports a malformed URL when it connects
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _sqlite_from_config_folder(settings: Settings, folder: Path) -> Settings:
+    """A relative SQLite path in ``source.url`` starts from the config's folder."""
+    given = settings.source
+    database = None if given is None else _sqlite_file(given.url)
+    if given is None or database is None or database.is_absolute():
+        return settings
+    from sqlalchemy.engine import make_url
+
+    assert given.url is not None
+    url = make_url(given.url).set(database=str(folder / database))
+    source = given.model_copy(update={"url": url.render_as_string(hide_password=False)})
+    return settings.model_copy(update={"source": source})
 
 
 def _check_paths(job: Job) -> None:
+    given = job.settings.source
+    database = None if given is None else _sqlite_file(given.url)
+    if database is not None and not database.is_file():
+        raise ConfigError(
+            f"{job.path}: source.url: no SQLite database at {database} (a missing "
+            "file is never created); check the path: a relative one starts from "
+            "the config's folder"
+        )
     for name in job.datasets:
         if job.file_source(name) is not None:
             continue

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import load_job
+from .errors import ConfigError
 from .package import make_keypair
 from .pipeline import run
 from .receiver import Receiver
@@ -21,6 +22,7 @@ from .report import RunReport
 from .sample import build_sample_sis
 
 _QUERIES = Path(__file__).parent / "demo_queries"
+MARKER = ".connector-demo"
 
 _CONFIG = """\
 # The demo's config: a sample SIS in SQLite and a receiver on 127.0.0.1.
@@ -73,8 +75,23 @@ class DemoResult:
 
 
 def run_demo(folder: Path, *, students: int = 3000) -> DemoResult:
-    """Build the demo district in ``folder`` and run the nightly job against it."""
+    """Build the demo district in ``folder`` and run the nightly job against it.
+
+    ``folder`` must be new, empty, or an earlier demo's (it holds ``MARKER``): the
+    demo writes a connector.toml and templates that must not replace a real one's.
+    """
+    marker = folder / MARKER
+    if folder.is_dir() and any(folder.iterdir()) and not marker.is_file():
+        raise ConfigError(
+            f"--folder {folder} is not empty and is not an earlier demo's (it has "
+            f"no {MARKER}); the demo would overwrite its connector.toml and "
+            "queries: give a new or empty folder"
+        )
     folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(
+        "This folder was made by `connector demo`; it may be run again here.\n",
+        encoding="utf-8",
+    )
     database = folder / "sample-sis.db"
     summary = build_sample_sis(database, students=students)
 

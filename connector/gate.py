@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import errno
 import hashlib
 import io
 import json
@@ -251,11 +252,7 @@ class StateStore:
         try:
             yield
         except sqlite3.Error as exc:
-            raise ConnectorError(
-                f"gate state store {self.path} is damaged ({exc}); move it aside "
-                "to start over: the next send then has no baseline and is held "
-                "because earlier sends are logged, until sent with --accept-change"
-            ) from None
+            raise _store_error(self.path, exc) from None
 
     def __enter__(self) -> StateStore:
         return self
@@ -503,10 +500,7 @@ class StateStore:
                 "SELECT value FROM meta WHERE name = 'fingerprint_key'"
             ).fetchone()
         except sqlite3.DatabaseError as exc:
-            raise ConnectorError(
-                f"gate state store {self.path} cannot be used ({exc}); if it is "
-                "damaged, move it aside: the next send then has no baseline"
-            ) from exc
+            raise _store_error(self.path, exc) from exc
 
         if version > SCHEMA_VERSION:
             raise ConnectorError(
@@ -673,11 +667,50 @@ def _open(path: Path) -> sqlite3.Connection:
             path.chmod(0o600)
         # isolation_level=None: transactions are begun and ended explicitly here.
         return sqlite3.connect(path, isolation_level=None, timeout=30)
-    except (OSError, sqlite3.Error) as exc:
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise _not_writable(path, exc) from exc
         raise ConnectorError(
             f"gate state store {path} cannot be opened ({exc}); check that the "
             "state folder exists and is writable"
         ) from exc
+    except sqlite3.Error as exc:
+        raise _store_error(path, exc) from exc
+
+
+# SQLite's names for "the file or its folder may not be written", and for damage.
+_NOT_WRITABLE = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def _store_error(path: Path, exc: sqlite3.Error) -> ConnectorError:
+    """Only real damage says so: moving a store aside throws its baselines away."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    if name.startswith(_NOT_WRITABLE):
+        return _not_writable(path, exc)
+    if name.startswith(_DAMAGED):
+        return ConnectorError(
+            f"gate state store {path} is damaged ({exc}); move it aside "
+            "to start over: the next send then has no baseline and is held "
+            "because earlier sends are logged, until sent with --accept-change"
+        )
+    if name.startswith("SQLITE_FULL"):
+        return ConnectorError(
+            f"gate state store {path} cannot be written: no space left on the "
+            f"device holding {path.parent}; free some space and run again"
+        )
+    return ConnectorError(
+        f"gate state store {path} cannot be used ({exc}); run again, and if it "
+        "repeats check the state folder's disk and permissions"
+    )
+
+
+def _not_writable(path: Path, exc: Exception) -> ConnectorError:
+    return ConnectorError(
+        f"state folder {path.parent} is not writable by this account ({exc}); let "
+        f"it write {path.parent} and {path.name} there (the store keeps its "
+        "journal beside it). Do not move the store aside: it holds the baselines"
+    )
 
 
 def _hold_reason(

@@ -174,7 +174,24 @@ def extract(
         for writer in writers.values():
             writer.discard()
         raise
-    return [writer.commit() for writer in writers.values()]
+    results = [writer.commit() for writer in writers.values()]
+    if target == job.output_folder:
+        _drop_superseded(job, results)
+    return results
+
+
+def _drop_superseded(job: Job, results: list[ExportResult]) -> None:
+    """Newer exports in the output folder supersede a held run's pending ones,
+    which ``connector send`` would otherwise send in their place."""
+    old = [job.pending_folder / r.path.name for r in results]
+    gone = [p for p in old if p.is_file()]
+    for path in gone:
+        path.unlink()
+    if gone:
+        log.info(
+            "pending exports superseded by this extract, removed: %s",
+            ", ".join(str(p) for p in gone),
+        )
 
 
 @contextlib.contextmanager
@@ -218,18 +235,21 @@ def _fill_file(job: Job, writer: ExportWriter, report: RunReport) -> None:
 
 
 def check_not_empty(job: Job, name: str, rows: int) -> None:
-    """An empty students or staff result means something broke: stop."""
-    if rows == 0 and name in _MUST_HAVE_ROWS and job.file_source(name) is not None:
+    """An empty students or staff result means something broke: stop, unless the
+    data set's ``allow_empty`` says an empty one is expected (as ``run`` does)."""
+    _, allow_empty = job.gate_limits(name)
+    if rows or name not in _MUST_HAVE_ROWS or allow_empty:
+        return
+    if job.file_source(name) is not None:
         raise ExportError(
             f"data set {name}: {job.file_path(name)} holds no records; nothing "
             "was written. Check the file and file_source.header_row"
         )
-    if rows == 0 and name in _MUST_HAVE_ROWS:
-        raise ExportError(
-            f"data set {name}: the query returned no rows; nothing was written. "
-            f"Check the template {job.template_path(name)} and its parameters "
-            "(school year, dates)"
-        )
+    raise ExportError(
+        f"data set {name}: the query returned no rows; nothing was written. "
+        f"Check the template {job.template_path(name)} and its parameters "
+        "(school year, dates)"
+    )
 
 
 def fill_export(job: Job, writer: ExportWriter, source: Source, query: Query) -> None:

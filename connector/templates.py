@@ -166,6 +166,7 @@ def render_query(
         autoescape=False,
         keep_trailing_newline=True,
     )
+    _check_no_quoted_placeholder(env, source, path)
     try:
         template = env.from_string(source)
         template.filename = str(path)
@@ -190,11 +191,53 @@ def render_query(
         where = f", line {line}" if line else ""
         raise TemplateError(f"template {path}{where}: {exc}") from exc
 
+    if not sql.strip():
+        raise TemplateError(
+            f"template {path} is empty (it renders no SQL); write the data set's "
+            "SELECT in it"
+        )
     if style == "qmark":
         bound: list[Any] | dict[str, Any] = binder.values
     else:
         bound = {f"p{i}": v for i, v in enumerate(binder.values, start=1)}
     return Query(sql=sql, params=bound, template=path)
+
+
+def _check_no_quoted_placeholder(
+    env: jinja2.Environment, source: str, path: Path
+) -> None:
+    """A ``{{ ... }}`` inside SQL quotes (``'{{ start_date }}'``) would be a
+    placeholder inside a string literal: the driver then counts the wrong number
+    of parameters. Follows the SQL text between Jinja tags: strings, comments."""
+    state = ""  # "" (SQL), "'" (in a string), "--" or "/*" (in a comment)
+    try:
+        tokens = list(env.lex(source))
+    except jinja2.TemplateSyntaxError:
+        return  # rendering reports it with its line
+    for line, token, value in tokens:
+        if token == "variable_begin" and state == "'":
+            raise TemplateError(
+                f"template {path}, line {line}: a placeholder is inside SQL quotes; "
+                "remove the quotes around it ({{ name }}, not '{{ name }}'): "
+                "every value is bound as a parameter, and a date or text needs none"
+            )
+        if token != "data":
+            continue
+        i = 0
+        while i < len(value):
+            pair = value[i : i + 2]
+            if state == "'":
+                state = "" if value[i] == "'" else state
+            elif state == "--":
+                state = "" if value[i] == "\n" else state
+            elif state == "/*":
+                if pair == "*/":
+                    state, i = "", i + 1
+            elif value[i] == "'":
+                state = "'"
+            elif pair in ("--", "/*"):
+                state, i = pair, i + 1
+            i += 1
 
 
 def _template_line(exc: BaseException, path: Path) -> int | None:

@@ -25,7 +25,9 @@ folder = "out"
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     (tmp_path / "q").mkdir()
-    (tmp_path / "q" / "students.sql.j2").write_text("SELECT 1", encoding="utf-8")
+    (tmp_path / "q" / "students.sql.j2").write_text(
+        "SELECT {{ school_year }}, {{ start }}", encoding="utf-8"
+    )
     return tmp_path
 
 
@@ -113,7 +115,7 @@ def test_bad_toml(tmp_path: Path) -> None:
         (
             '[[datasets.students.columns]]\nname = "Bad Name"\nheader = "B"\n'
             'kind = "text"',
-            "datasets.students.columns.0.name: must be a query column name",
+            "datasets.students.columns[1].name: must be a query column name",
         ),
         ('[datasets.students.x]\nkind = "id"', "datasets.students.x: unknown key"),
         ('periods = "event"', "datasets.students.periods: only attendance has"),

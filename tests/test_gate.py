@@ -121,7 +121,7 @@ def test_a_damaged_store_is_one_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"not a database at all" * 100)
     with pytest.raises(ConnectorError) as info:
         StateStore(path)
-    assert str(info.value).startswith(f"gate state store {path} cannot be used")
+    assert str(info.value).startswith(f"gate state store {path} is damaged")
     assert "move it aside" in str(info.value)
 
 
