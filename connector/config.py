@@ -36,6 +36,19 @@ _PASSWORD_IN_ODBC = re.compile(r"(^|;)\s*(PWD|PASSWORD)\s*=\s*[^;\s]", re.IGNORE
 ParamValue = str | int | float | bool | dt.date | list[str | int]
 
 
+def known_encoding(value: str | None) -> str | None:
+    """An ``encoding`` setting Python can decode with."""
+    if value is not None:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                f"unknown encoding {value!r}; use a name such as utf-8, utf-8-sig, "
+                "utf-16, cp1252 (Windows-1252) or latin-1"
+            ) from None
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,15 +86,7 @@ class SourceSettings(_Strict):
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                codecs.lookup(value)
-            except LookupError:
-                raise ValueError(
-                    f"unknown encoding {value!r}; use a name such as utf-8, cp1252 "
-                    "or latin-1"
-                ) from None
-        return value
+        return known_encoding(value)
 
     @field_validator("time_zone")
     @classmethod
@@ -217,17 +222,7 @@ class FileSourceSettings(_Strict):
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, value: str | None) -> str | None:
-        if value is not None:
-            import codecs
-
-            try:
-                codecs.lookup(value)
-            except LookupError:
-                raise ValueError(
-                    f"unknown encoding {value!r}; use utf-8, utf-8-sig, utf-16, "
-                    "cp1252 (Windows-1252) or latin-1"
-                ) from None
-        return value
+        return known_encoding(value)
 
     @field_validator("delimiter")
     @classmethod

@@ -51,7 +51,7 @@ def test_extract_after_a_held_run_supersedes_the_pending_exports(
     with sqlite3.connect(sis) as db:
         db.execute("DELETE FROM students WHERE id % 4 = 0")
     db.close()
-    assert connector("run", "-c", config).returncode == ExitCode.HELD
+    assert connector("run", "-c", config, "--force").returncode == ExitCode.HELD
     assert (job.pending_folder / "students.csv").is_file()
     # The DBA fixes the data and extracts again: these are the exports to send.
     shutil.copyfile(saved, sis)
@@ -185,10 +185,12 @@ def test_a_state_folder_that_is_not_writable_is_not_called_damaged(
     with read_only(job.state_folder):
         result = connector("run", "-c", str(job.path))
 
+    # The run lock is the first thing written there: its error names the setting.
     assert result.returncode == 1, result.stderr
-    assert f"state folder {job.state_folder} is not writable by this account" in (
-        result.stderr
-    )
+    assert (
+        f"check that state.folder {job.state_folder} exists and this account may "
+        "write there"
+    ) in result.stderr
     assert "damaged" not in result.stderr
     assert job.state_store.read_bytes() == store
 

@@ -29,6 +29,7 @@ VALUE = "s3cret-Value-c5a"
 def config(tmp_path: Path) -> Path:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "students.sql.j2").write_text("SELECT 1")
+    (tmp_path / "sis.db").touch()  # a missing SQLite file is a config error
     path = tmp_path / "connector.toml"
     path.write_text(
         """
