@@ -489,12 +489,13 @@ def run(
     report = RunReport(command="run")
     try:
         job = load_job(config)
+        params = _params(param)
     except ConnectorError as exc:
         raise _fail(exc) from None
     with run_logs(job, report.run_id), _os_errors(_job_places(job)):
         outcome = run_nightly(
             job,
-            params=_params(param),
+            params=params,
             report=report,
             accept_change=accept_change,
             force=force,
@@ -1032,18 +1033,31 @@ def schedule_install(
         )
 
 
+INTERRUPTED = (
+    "stopped {how}; nothing was replaced: the exports and the last sent files are "
+    "as they were, and an upload resumes at the next `connector send` or "
+    "`connector run`"
+)
+
+
 def _terminated(signum: int, frame: Any) -> None:
     raise ConnectorError(
-        f"stopped by signal {signal.Signals(signum).name}; nothing was replaced: "
-        "the exports and the last sent files are as they were, and an upload "
-        "resumes at the next `connector send` or `connector run`"
+        INTERRUPTED.format(how=f"by signal {signal.Signals(signum).name}")
     )
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    # Raised as our error, not KeyboardInterrupt, so that the run's report,
+    # events and notice say what happened and the user gets the one line.
+    raise ConnectorError(INTERRUPTED.format(how="by Ctrl-C"), exit_code=130)
 
 
 def main() -> None:
     """Entry point: anything unexpected is still one line and exit 1."""
     # A scheduler stops a job with SIGTERM: clean up and report like any failure.
     signal.signal(signal.SIGTERM, _terminated)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted)
     # Under LC_ALL=C or a Windows code page, a non-ASCII path in a message must
     # not turn into a UnicodeEncodeError.
     for stream in (sys.stdout, sys.stderr):

@@ -360,7 +360,17 @@ class FileSource:
             layout.header_row = index + 1
         if layout.header_row == 0:
             assert pinned is not None  # checked with the config
-            return [p.strip() for p in pinned], len(pinned)
+            names = [p.strip() for p in pinned]
+            if first and [_cell_text(c).lower() for c in first[0]] == [
+                n.lower() for n in names
+            ]:
+                # A header read as data would be sent as a student.
+                raise SourceFileError(
+                    f"data set {self.dataset.name}: the first row of {self.where} "
+                    "is the header (file_source.columns), but file_source.header_row"
+                    " = 0 says the file has none; set header_row = 1"
+                )
+            return names, len(names)
         if layout.header_row > len(first):
             raise SourceFileError(
                 f"{self.where} has no row {layout.header_row} "

@@ -448,3 +448,25 @@ def test_connector_test_names_a_missing_destination_folder(
     )
     dropbox.mkdir()
     assert check_job(job, rows=1).destination.verdict.startswith(f"ok ({dropbox}")
+
+
+@pytest.mark.parametrize(
+    "param",
+    [["--param", "start_date=2026-13-01"], ["--param", "start_date"]],
+    ids=["not-a-date", "no-equals"],
+)
+def test_a_bad_param_on_run_is_a_usage_error_not_a_crash(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,  # noqa: F811
+    param: list[str],
+) -> None:
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file)
+
+    result = connector("run", "-c", str(job.path), *param)
+
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "--param" in line and "unexpected" not in line
+    assert list(live.folder.glob("*")) == []

@@ -417,6 +417,17 @@ def test_position_mapping_reads_a_file_without_header(
     assert result.path.read_bytes() == database_export
 
 
+def test_a_header_read_as_data_under_header_row_0_stops(tmp_path: Path) -> None:
+    """header_row = 0 on a file that has one would send the header as a student."""
+    path = semicolon_file(tmp_path / "students.csv", HEADER, ROWS)
+    job = file_config(
+        tmp_path, path, source=PINNED + "header_row = 0", mapping=POSITION_MAP
+    )
+    with pytest.raises(SourceFileError, match="is the header .* set header_row = 1"):
+        extract(job)
+    assert not (job.output_folder / "students.csv").exists()
+
+
 def test_a_file_that_grows_while_it_is_read_is_not_used(tmp_path: Path) -> None:
     path = semicolon_file(tmp_path / "students.csv", HEADER, ROWS)
     job = file_config(tmp_path, path)

@@ -301,14 +301,22 @@ def test_failures_are_one_line_and_keep_yesterdays_file(
 
 
 @pytest.mark.integration
-def test_sigterm_stops_cleanly_with_one_line(
+@pytest.mark.parametrize(
+    ("name", "code", "said"),
+    [("SIGTERM", 1, "stopped by signal SIGTERM"), ("SIGINT", 130, "stopped by Ctrl-C")],
+)
+def test_a_signal_stops_cleanly_with_one_line(
     sis_loaded: None,
     tmp_path: Path,
     yesterday: Path,
     receiver: Receiver,
     gpg_keys: Keys,
+    name: str,
+    code: int,
+    said: str,
 ) -> None:
-    """A scheduler's SIGTERM mid-extract: temporary files go, yesterday's stays."""
+    """A scheduler's SIGTERM or a DBA's Ctrl-C mid-extract: one line, temporary
+    files gone, yesterday's export as it was."""
     import signal
     import time
 
@@ -335,12 +343,12 @@ def test_sigterm_stops_cleanly_with_one_line(
         env={"PATH": "/usr/bin:/bin", "CONNECTOR_SECRET_UPLOAD_TOKEN": TOKEN},
     )
     time.sleep(1.5)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(getattr(signal, name))
     _, stderr = process.communicate(timeout=60)
 
-    assert process.returncode == 1, stderr
+    assert process.returncode == code, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "stopped by signal SIGTERM" in errors[0]
+    assert len(errors) == 1 and said in errors[0], stderr
     assert "Traceback" not in stderr
     assert yesterday.read_bytes() == YESTERDAY
     leftovers = [p.name for p in tmp_path.rglob("*.tmp")]
