@@ -597,7 +597,8 @@ def secrets_check(config: ConfigOption = Path("connector.toml")) -> None:
     Example: connector secrets check -c /etc/connector/connector.toml
     """
     from .config import load_job
-    from .secrets import find_secret, named_secrets, platform_fix
+    from .errors import SecretError
+    from .secrets import check_value, find_secret, named_secrets, platform_fix
 
     try:
         job = load_job(config)
@@ -611,6 +612,12 @@ def secrets_check(config: ConfigOption = Path("connector.toml")) -> None:
                     + "; ".join(lookup.looked)
                 )
             else:
+                try:
+                    check_value(setting, name, value)
+                except SecretError as exc:
+                    missing.append(name)
+                    typer.echo(f"{name} ({setting}): found in {lookup.where}; {exc}")
+                    continue
                 typer.echo(f"{name} ({setting}): found in {lookup.where}")
     except ConnectorError as exc:
         raise _fail(exc) from None
@@ -618,7 +625,7 @@ def secrets_check(config: ConfigOption = Path("connector.toml")) -> None:
         typer.echo("the config names no secret")
     if missing:
         typer.echo(
-            f"error: {len(missing)} secret(s) missing. "
+            f"error: {len(missing)} secret(s) missing or unusable. "
             + platform_fix(missing[0], job.secrets_folder, job.path),
             err=True,
         )

@@ -20,15 +20,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from .errors import ConfigError, SecretError, UploadError, VerificationError
+from .errors import ConfigError, UploadError, VerificationError
 from .package import Payload, Recipient
-from .secrets import get_secret
+from .secrets import check_value, get_secret
 from .transfer import AttemptLog, Attempts, Receipt, RetryPolicy, level_rank
 
 if TYPE_CHECKING:
@@ -92,22 +91,6 @@ def prepare(job: Job) -> Prepared:
     )
 
 
-# RFC 6750's b64token: what a bearer token may hold in an Authorization header.
-_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
-
-
-def check_token(name: str, value: str) -> None:
-    """A bearer token must fit in a header as it is: a stray space, a second line
-    or a non-ASCII character would make the HTTP library refuse it, and its error
-    would show the value."""
-    if not _TOKEN.fullmatch(value):
-        raise SecretError(
-            f"secret {name!r} (destination.token_secret) is empty or holds spaces, "
-            "line breaks or other characters a bearer token cannot have; store the "
-            "token alone, on one line"
-        )
-
-
 def _open(job: Job, policy: RetryPolicy) -> Destination:
     settings = job.settings.destination
     assert settings is not None
@@ -118,7 +101,7 @@ def _open(job: Job, policy: RetryPolicy) -> Destination:
     def token() -> str | None:
         value = secret(settings.token_secret)
         if value is not None:
-            check_token(settings.token_secret or "", value)
+            check_value("destination.token_secret", settings.token_secret or "", value)
         return value
 
     ca_file = job.destination_path(settings.ca_file)

@@ -122,14 +122,15 @@ def run_doctor(path: Path) -> DoctorReport:
 
 
 def _check_secrets(job: Job, report: DoctorReport) -> dict[str, str | None]:
-    from .schedule import job_secrets
-    from .secrets import get_secret
+    from .secrets import check_value, get_secret, named_secrets
 
     found: dict[str, str | None] = {}
-    for name in job_secrets(job):
+    for setting, name in named_secrets(job):
         found[name] = None
         with report.guard(f"secret {name}"):
-            found[name] = get_secret(name, folder=job.secrets_folder)
+            value = get_secret(name, folder=job.secrets_folder)
+            check_value(setting, name, value)
+            found[name] = value
             report.ok(f"secret {name}", "found (the value is not shown)")
     if not found:
         report.ok("secrets", "the config names none")

@@ -136,13 +136,35 @@ def require_secrets(job: Job) -> None:
     Raises one ``SecretError`` naming every missing secret and every place looked.
     """
     missing = []
-    for _setting, name in named_secrets(job):
+    for setting, name in named_secrets(job):
         value, lookup = find_secret(name, folder=job.secrets_folder)
         if value is None:
             missing.append(lookup)
+        else:
+            check_value(setting, name, value)
     if missing:
         raise SecretError(
             missing_message(missing, folder=job.secrets_folder, config=job.path)
+        )
+
+
+# RFC 6750's b64token: what a bearer token may hold in an Authorization header.
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+TOKEN_SETTINGS = ("destination.token_secret", "notify.webhook.token_secret")
+
+
+def check_value(setting: str, name: str, value: str) -> None:
+    """A found secret must be usable where ``setting`` puts it.
+
+    A bearer token must fit in a header as it is: a stray space, a second line
+    or a non-ASCII character would make the HTTP library refuse it, and its
+    error would show the value.
+    """
+    if setting in TOKEN_SETTINGS and not _TOKEN.fullmatch(value):
+        raise SecretError(
+            f"secret {name!r} ({setting}) is empty or holds spaces, line breaks or "
+            "other characters a bearer token cannot have; store the token alone, "
+            "on one line"
         )
 
 

@@ -376,3 +376,32 @@ def test_scheduled_environment_is_minimal_and_hands_over_credentials(
     assert (folder / "sis-db").stat().st_mode & 0o777 == 0o400
     assert folder.stat().st_mode & 0o777 == 0o700
     assert "DBUS_SESSION_BUS_ADDRESS" not in systemd
+
+
+@pytest.mark.integration
+def test_doctor_and_secrets_check_refuse_a_token_run_would_refuse(
+    healthy: Path, tmp_path: Path
+) -> None:
+    """A trailing space in the token file: run stops on it (exit 3), so doctor
+    and `secrets check` say so too, without the value."""
+    path = tmp_path / "upload-token"
+    path.write_text(TOKEN + " \n")
+    path.chmod(0o600)
+    env = {"CONNECTOR_SECRET_UPLOAD_TOKEN_FILE": str(path)}
+
+    result = doctor(healthy, env=env)
+    assert result.returncode == 3
+    assert line(result.stdout, "secret upload-token").startswith("FAIL ")
+    assert "cannot have" in line(result.stdout, "secret upload-token")
+
+    checked = subprocess.run(
+        [*connector_command(), "secrets", "check", "-c", str(healthy)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+    assert checked.returncode == 3
+    assert "upload-token (destination.token_secret): found in" in checked.stdout
+    assert "cannot have" in checked.stdout
+    assert TOKEN not in result.stdout + result.stderr + checked.stdout + checked.stderr

@@ -470,3 +470,26 @@ def test_a_bad_param_on_run_is_a_usage_error_not_a_crash(
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert "--param" in line and "unexpected" not in line
     assert list(live.folder.glob("*")) == []
+
+
+def test_the_database_side_can_be_set_up_before_the_services_key_arrives(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,  # noqa: F811
+) -> None:
+    """`connector test` checks the database without the recipient key; a run
+    stops before extracting, naming the setting (exit 2)."""
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file)
+    key = district / "keys" / "recipient.asc"
+    job.path.write_text(job.path.read_text().replace(str(key), "not-yet.asc"))
+
+    tested = connector("test", "-c", str(job.path))
+    assert "students: ok" in tested.stdout + tested.stderr, tested.stderr
+    assert "not-yet.asc does not exist" in tested.stdout + tested.stderr
+
+    result = connector("run", "-c", str(job.path))
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "not-yet.asc does not exist; set destination.recipient_cert" in line
+    assert not (job.output_folder / "students.csv").exists()
