@@ -64,9 +64,10 @@ class SourceSettings(_Strict):
     encoding: str | None = None
     query_timeout: int = Field(strict=True, default=600, ge=0)
     login_timeout: int = Field(strict=True, default=30, ge=0)
-    batch_size: int = Field(strict=True, default=5000, ge=1, le=1_000_000)
+    batch_size: int = Field(strict=True, default=20_000, ge=1, le=1_000_000)
     time_zone: str | None = None
     count_rows: StrictBool = True
+    chunk_rows: int = Field(strict=True, default=100_000, ge=0, le=100_000_000)
     # SQL Server only (drivers.md): Encrypt= and TrustServerCertificate=.
     encrypt: StrictBool | Literal["strict"] | None = None
     trust_server_certificate: StrictBool | None = None

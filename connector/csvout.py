@@ -24,12 +24,17 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 from zoneinfo import ZoneInfo
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from .columns import clean_array, first_raw_ssn, ssn_candidates, to_array
 from .datasets import Column, DataSet, Kind
 from .errors import ConfigError, ExportError
 from .fields import (
@@ -37,7 +42,6 @@ from .fields import (
     NOTED_FIXES,
     ROW_RULES,
     TimeZoneNeeded,
-    clean_column,
     cleaner,
     looks_like_ssn,
 )
@@ -150,16 +154,68 @@ def shape_batch(
     fix or warning. A phone equal to an earlier phone of the same row is left
     empty with a warning (the same contact twice).
     """
-    if not batch:
+    if not len(batch):
         return [], []
-    by_column = list(zip(*batch, strict=True))
-    cleaned: list[list[str]] = []
+    cleaned, notes, _ = shape_columns(dataset, order, batch_columns(batch), zone, first)
+    texts = [c.to_pylist() for c in cleaned]
+    return list(zip(*texts, strict=True)), notes
+
+
+def batch_columns(batch: Sequence[Sequence[Any]]) -> Sequence[Any]:
+    """The columns of a batch: Arrow arrays as they are, rows transposed."""
+    if isinstance(batch, ColumnBatch):
+        columns: Sequence[Any] = batch.columns
+        return columns
+    return list(zip(*batch, strict=True))
+
+
+class ColumnBatch(Sequence[tuple[Any, ...]]):
+    """A batch held as columns (an Arrow record batch); iterating gives rows.
+
+    Sources that fetch in columns (arrow-odbc) yield these, others yield lists of
+    row tuples; the writer takes either through the same cleaning code.
+    """
+
+    def __init__(self, record: pa.RecordBatch) -> None:
+        self.record = record
+        self.columns = record.columns
+
+    def __len__(self) -> int:
+        return int(self.record.num_rows)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            parts = (c[index].to_pylist() for c in self.columns)
+            return list(zip(*parts, strict=True))
+        return tuple(c[index].as_py() for c in self.columns)
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return zip(*(c.to_pylist() for c in self.columns), strict=True)
+
+
+def shape_columns(
+    dataset: DataSet,
+    order: Mapping[str, int],
+    columns: Sequence[Any],
+    zone: ZoneInfo | None = None,
+    first: int = 1,
+) -> tuple[list[pa.Array], list[tuple[int, str, str]], list[int]]:
+    """Clean each of the data set's columns.
+
+    Returns Arrow string arrays, the notes, and the columns whose cleaned values
+    still need the social security number test (a text column the rules left
+    unchanged passed it already, raw).
+    """
+    cleaned: list[pa.Array] = []
     notes: list[tuple[int, str, str]] = []
+    recheck: list[int] = []
     for column in dataset.columns:
-        values = by_column[order[column.source or column.name]]
-        _check_ssn_raw(dataset, column, values, first)
+        values = columns[order[column.source or column.name]]
+        found = first_raw_ssn(values, column.kind)
+        if found is not None:
+            raise ssn_error(dataset, column, first + found)
         try:
-            texts, changes = clean_column(values, column, zone)
+            texts, changes = clean_array(values, column, zone)
         except TimeZoneNeeded:
             raise ConfigError(
                 f"data set {dataset.name}, column {column.name}: the database "
@@ -169,26 +225,26 @@ def shape_batch(
             ) from None
         cleaned.append(texts)
         notes.extend((i, column.name, rule) for i, rule in changes)
+        raw = to_array(values)
+        if column.kind is not Kind.PHONE and (
+            changes or raw is None or not pa.types.is_string(raw.type)
+        ):
+            recheck.append(len(cleaned) - 1)
     phones = [i for i, c in enumerate(dataset.columns) if c.kind is Kind.PHONE]
     for later_n, later in enumerate(phones[1:], start=1):
-        earlier = [cleaned[i] for i in phones[:later_n]]
-        phone_values = cleaned[later]
-        for row, value in enumerate(phone_values):
-            if value and any(e[row] == value for e in earlier):
-                phone_values[row] = ""
-                notes.append((row, dataset.columns[later].name, "phone_duplicate"))
-    return list(zip(*cleaned, strict=True)), notes
-
-
-def _check_ssn_raw(
-    dataset: DataSet, column: Column, values: Sequence[Any], first: int
-) -> None:
-    """The tripwire on the values as the database gave them (cleaning a name
-    would strip the digits of a number typed into it)."""
-    for i, value in enumerate(values):
-        if isinstance(value, str) and any(c.isdigit() for c in value):
-            if looks_like_ssn(value.strip(), column.kind):
-                raise ssn_error(dataset, column, first + i)
+        value = cleaned[later]
+        same = pa.array([False] * len(value))
+        for earlier in phones[:later_n]:
+            same = pc.or_(same, pc.equal(cleaned[earlier], value))
+        same = pc.and_(same, pc.not_equal(value, ""))
+        if pc.any(same).as_py():
+            name = dataset.columns[later].name
+            notes.extend(
+                (row, name, "phone_duplicate")
+                for row in pc.indices_nonzero(same).to_pylist()
+            )
+            cleaned[later] = pc.if_else(same, "", value)
+    return cleaned, notes, recheck
 
 
 def ssn_error(dataset: DataSet, column: Column, row: int) -> ExportError:
@@ -198,6 +254,12 @@ def ssn_error(dataset: DataSet, column: Column, row: int) -> ExportError:
         "like a US social security number; nothing was written or sent. Remove it "
         "from the source or the template (connector test shows which rows)"
     )
+
+
+def csv_record(values: Iterable[str]) -> bytes:
+    """One record: every field quoted, quotes doubled, CR LF at the end."""
+    fields = ('"' + v.replace('"', '""') + '"' for v in values)
+    return (",".join(fields) + "\r\n").encode("ascii")
 
 
 class ExportWriter:
@@ -234,11 +296,12 @@ class ExportWriter:
             prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
         )
         self._tmp = Path(tmp)
-        self._file: IO[str] = os.fdopen(fd, "w", encoding="ascii", newline="")
-        self._writer = csv.writer(
-            self._file, quoting=csv.QUOTE_ALL, lineterminator="\r\n", doublequote=True
+        self._file: IO[bytes] = os.fdopen(fd, "wb")
+        self._file.write(csv_record(dataset.headers))
+        self._csv_options = pacsv.WriteOptions(
+            include_header=False, quoting_style="all_valid", eol="\r\n"
         )
-        self._writer.writerow(dataset.headers)
+        self._student_set: pa.Array | None = None
 
     @property
     def ids(self) -> Mapping[str, int]:
@@ -249,24 +312,125 @@ class ExportWriter:
         self, order: Mapping[str, int], batch: Sequence[Sequence[Any]]
     ) -> None:
         """Clean, validate and write one batch of raw rows from the query."""
+        if not len(batch):
+            return
         first = self.result.fetched + 1
-        rows, changes = shape_batch(self.dataset, order, batch, self.zone, first)
-        self.result.fetched += len(rows)
-        by_row: dict[int, list[tuple[str, str]]] = {}
-        for i, column, rule in changes:
-            by_row.setdefault(i, []).append((column, rule))
-        for i, row in enumerate(rows):
-            self._write(first + i, row, by_row.get(i, ()))
+        columns = batch_columns(batch)
+        cleaned, changes, recheck = shape_columns(
+            self.dataset, order, columns, self.zone, first
+        )
+        self.result.fetched += len(cleaned[0])
+        self._write_columns(first, cleaned, changes, recheck)
 
     def write_rows(self, rows: Iterable[tuple[str, ...]]) -> None:
         """Validate and write rows that are already clean (for tests and tools)."""
         for row in rows:
             self.result.fetched += 1
-            self._write(self.result.fetched, row, ())
+            if self._judge(self.result.fetched, row, ()):
+                self._file.write(csv_record(row))
 
-    def _write(
-        self, number: int, row: tuple[str, ...], changes: Iterable[tuple[str, str]]
+    def _write_columns(
+        self,
+        first: int,
+        cleaned: list[pa.Array],
+        changes: Iterable[tuple[int, str, str]],
+        recheck: Iterable[int],
     ) -> None:
+        """Validate the cleaned columns and write the rows that pass.
+
+        Rows that need a closer look (a rule fired, a field is empty, an ID may
+        repeat...) go through ``_judge`` one by one, in row order, exactly as
+        each row did before; the others are only counted.
+        """
+        count = len(cleaned[0])
+        by_row: dict[int, list[tuple[str, str]]] = {}
+        for i, column, rule in changes:
+            by_row.setdefault(i, []).append((column, rule))
+        # Rows whose only changes are counted fixes need no closer look.
+        quiet = {
+            i
+            for i, row_changes in by_row.items()
+            if all(r in FIXES and r not in NOTED_FIXES for _, r in row_changes)
+        }
+        suspect = self._suspects(cleaned, recheck)
+        look = sorted((set(by_row) - quiet) | suspect)
+        texts: list[list[Any]] | None = None
+        if len(look) > count // 50:
+            texts = [c.to_pylist() for c in cleaned]
+
+        def row_at(i: int) -> tuple[str, ...]:
+            if texts is not None:
+                return tuple(t[i] for t in texts)
+            return tuple(c[i].as_py() for c in cleaned)
+
+        rejected: list[int] = []
+        result = self.result
+        checks_each = self.dataset.unique_ids or self._clashing_ids is not None
+        if checks_each:
+            keys = texts[0] if texts is not None else cleaned[0].to_pylist()
+            looked = set(look)
+            ids, clash = self._ids, self._clashing_ids
+            for i, key in enumerate(keys):
+                if i in looked or key in ids or (clash is not None and key in clash):
+                    if not self._judge(first + i, row_at(i), by_row.get(i, ())):
+                        rejected.append(i)
+                    continue
+                if self.dataset.unique_ids:
+                    ids[key] = first + i
+                result.written += 1
+                if i in quiet:
+                    self._count_fixes(by_row[i])
+        else:
+            looked = set(look)
+            for i in look:
+                if not self._judge(first + i, row_at(i), by_row.get(i, ())):
+                    rejected.append(i)
+            result.written += count - len(look)
+            for i in quiet - looked:
+                self._count_fixes(by_row[i])
+        table = pa.Table.from_arrays(
+            cleaned, names=[f"c{n}" for n in range(len(cleaned))]
+        )
+        if rejected:
+            keep = [True] * count
+            for i in rejected:
+                keep[i] = False
+            table = table.filter(pa.array(keep))
+        if table.num_rows:
+            pacsv.write_csv(table, self._file, self._csv_options)
+
+    def _count_fixes(self, changes: Iterable[tuple[str, str]]) -> None:
+        fixes = self.result.fixes
+        for column, rule in changes:
+            fixes[f"{column}:{rule}"] += 1
+
+    def _suspects(self, cleaned: list[pa.Array], recheck: Iterable[int]) -> set[int]:
+        """Rows a vectorised test cannot clear: empty required fields, long IDs,
+        values that may look like a social security number, unknown students."""
+        found: set[int] = set()
+        columns = self.dataset.columns
+        for i in self._required:
+            empty = pc.equal(cleaned[i], "")
+            if pc.any(empty).as_py():
+                found.update(pc.indices_nonzero(empty).to_pylist())
+        long = pc.greater(pc.utf8_length(cleaned[0]), self._id_limit)
+        if pc.any(long).as_py():
+            found.update(pc.indices_nonzero(long).to_pylist())
+        for i in recheck:
+            found.update(ssn_candidates(cleaned[i], columns[i].kind))
+        if self._student_ids is not None:
+            if self._student_set is None:
+                self._student_set = pa.array(list(self._student_ids), pa.string())
+            known = pc.is_in(cleaned[0], value_set=self._student_set)
+            unknown = pc.invert(known)
+            if pc.any(unknown).as_py():
+                found.update(pc.indices_nonzero(unknown).to_pylist())
+        return found
+
+    def _judge(
+        self, number: int, row: tuple[str, ...], changes: Iterable[tuple[str, str]]
+    ) -> bool:
+        """Count one row's fixes and warnings and decide whether it is written."""
         result = self.result
         key = row[0]
         causes: dict[str, str] = {}
@@ -287,16 +451,14 @@ class ExportWriter:
         if problem is None:
             if self.dataset.unique_ids:
                 self._ids[key] = number
-            self._writer.writerow(row)
             result.written += 1
-            return
+            return True
         column, rule, detail = problem
         if rule == "unknown_student" and self.policy.unknown_students == "warn":
             result.warnings[f"{column}:{rule}"] += 1
             result.note(RowNote(number, key, column, rule))
-            self._writer.writerow(row)
             result.written += 1
-            return
+            return True
         result.rejected += 1
         result.rejections[f"{column}:{rule}"] += 1
         result.note(RowNote(number, key, column, rule, detail))
@@ -307,6 +469,7 @@ class ExportWriter:
                 "fix the source record or the template, or set "
                 f'datasets.{self.dataset.name}.on_row_error = "drop"'
             )
+        return False
 
     def _problem(
         self, number: int, row: tuple[str, ...], causes: Mapping[str, str]

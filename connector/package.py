@@ -19,7 +19,6 @@ SEIPDv1 message with MDC, also AES-256. The format is logged for each payload.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import json
 import logging
@@ -36,6 +35,7 @@ from typing import BinaryIO
 
 import pyrage
 import pysequoia
+from isal import igzip
 from pysequoia.packet import PacketPile, Tag
 
 from .errors import ExitCode, PackageError
@@ -192,7 +192,7 @@ def package_export(
     spool_dir: Path,
     recipient: Path | Recipient,
     *,
-    compresslevel: int = 6,
+    compresslevel: int = 2,
 ) -> Payload:
     """Compress and encrypt one export into ``spool_dir/<name>.gz.pgp`` (or
     ``.gz.age``).
@@ -310,7 +310,9 @@ def _gzip_file(source: Path, target: Path, compresslevel: int) -> tuple[int, str
         with source.open("rb") as src, target.open("wb") as raw:
             # filename="" and mtime=0 keep the header free of run-specific values;
             # without filename= GzipFile would copy the temp file's name into it.
-            with gzip.GzipFile(
+            # ISA-L's gzip: level 2 compresses as well as zlib's level 1 and about
+            # 20 times faster than zlib's default (README: Performance).
+            with igzip.GzipFile(  # type: ignore[no-untyped-call]
                 filename="",
                 mode="wb",
                 fileobj=raw,
@@ -320,7 +322,7 @@ def _gzip_file(source: Path, target: Path, compresslevel: int) -> tuple[int, str
                 for chunk in _chunks(src):
                     digest.update(chunk)
                     size += len(chunk)
-                    gz.write(chunk)
+                    gz.write(chunk)  # type: ignore[no-untyped-call]
     except OSError as exc:
         raise PackageError(
             f"cannot compress {source} into {target.parent}: {exc.strerror or exc}; "

@@ -10,6 +10,7 @@ last exports the receiver confirmed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -255,6 +256,7 @@ def check_not_empty(job: Job, name: str, rows: int) -> None:
 def fill_export(job: Job, writer: ExportWriter, source: Source, query: Query) -> None:
     """Count, fetch, clean and write one data set; every row must be accounted for."""
     expected = source.count(query) if job.source.count_rows else None
+    query = dataclasses.replace(query, key=writer.dataset.key_columns)
     columns, batches = source.stream(query, job.source.batch_size)
     columns, batches = map_result(job, writer.dataset.name, columns, batches)
     # Close the cursor now, while its connection is still open.

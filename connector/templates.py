@@ -34,6 +34,9 @@ class Query:
     sql: str
     params: list[Any] | dict[str, Any]
     template: Path
+    key: tuple[str, ...] = ()
+    """Result columns that identify a row, for sources that fetch in key order
+    chunks (MariaDB); other sources ignore it."""
 
     @property
     def param_count(self) -> int:
