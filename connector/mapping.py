@@ -166,6 +166,11 @@ def resolve(
             if strict
             else f"if the source changed on purpose, update datasets.{dataset.name}.map"
         )
+        if missing:
+            hint += (
+                "; a column the source does not have at all is mapped to a "
+                'constant, such as email = { value = "" }'
+            )
         raise ExportError(
             f"data set {dataset.name}: the columns of {where} do not match "
             f"{'the data set' if strict else 'the mapping'} ({'; '.join(problems)})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import os
 import sqlite3
 import threading
@@ -763,3 +764,37 @@ def test_doctor_and_schedule_take_a_file_only_job(tmp_path: Path) -> None:
     )
     assert code == 0, stderr
     assert str(job.path) in stdout
+
+
+def test_the_readme_example_reads_the_file_it_describes(tmp_path: Path) -> None:
+    """The README's File sources example, students part, on a file of its shape."""
+    import tomllib
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("## File sources", 1)[1].split("```toml\n", 1)[1]
+    settings = tomllib.loads(block.split("```", 1)[0])
+    students = settings["datasets"]["students"]
+    columns = students["file_source"]["columns"]
+    rows = [[r[0], r[1], r[2], r[3], r[4], r[5], r[6]] for r in ROWS]
+    semicolon_file(tmp_path / "students.txt", columns, rows)
+    students["file_source"]["path"] = "students.txt"
+    students["file_source"]["settle"] = 0
+    lines = ["[datasets.students]", f'file = "{students["file"]}"']
+    lines.append("[datasets.students.file_source]")
+    for key, value in students["file_source"].items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    lines.append("[datasets.students.map]")
+    for key, value in students["map"].items():
+        shown = (
+            "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + " }"
+            if isinstance(value, dict)
+            else json.dumps(value)
+        )
+        lines.append(f"{key} = {shown}")
+    (tmp_path / "connector.toml").write_text("\n".join(lines) + "\n")
+
+    [result] = extract(load_job(tmp_path / "connector.toml"))
+
+    assert result.written == len(ROWS) and result.rejected == 0
+    first = result.path.read_text().splitlines()[1]
+    assert first.startswith('"1001","Zoe","Muller","3125550142","101","de",')
