@@ -94,11 +94,17 @@ def chunk_ranges(first: dt.date, last: dt.date, size: ChunkSize) -> list[Chunk]:
         if size == "day":
             end = start
         elif size == "week":
-            end = start + dt.timedelta(days=6 - start.weekday())
+            # Up to the Sunday, or the last day there is (9999-12-31 is a
+            # common "no end" date).
+            end = dt.date.fromordinal(
+                min(start.toordinal() + 6 - start.weekday(), dt.date.max.toordinal())
+            )
         else:
             end = start.replace(day=calendar.monthrange(start.year, start.month)[1])
         end = min(end, last)
         chunks.append(Chunk(len(chunks), start, end))
+        if end == dt.date.max:
+            break
         start = end + dt.timedelta(days=1)
     return chunks
 

@@ -40,6 +40,15 @@ def test_chunks_are_iso_weeks_and_calendar_months() -> None:
     assert len(chunk_ranges(dt.date(2024, 2, 27), dt.date(2024, 3, 1), "day")) == 4
 
 
+@pytest.mark.parametrize("size", ["day", "week", "month"])
+def test_chunks_reach_the_last_date_there_is(size: str) -> None:
+    """9999-12-31 is a common "no end" date: the last chunk ends on it."""
+    chunks = chunk_ranges(dt.date(9999, 12, 20), dt.date(9999, 12, 31), size)  # type: ignore[arg-type]
+    assert chunks[0].first == dt.date(9999, 12, 20)
+    assert chunks[-1].last == dt.date.max
+    assert sum((c.last - c.first).days + 1 for c in chunks) == 12
+
+
 def backfill_args(config: Path, folder: Path, *more: str) -> list[str]:
     return [
         "backfill",
