@@ -542,13 +542,19 @@ def secrets_set(
     Example: connector secrets set sis-db -c /etc/connector/connector.toml
     """
     from .config import load_job
-    from .secrets import check_name, store_secret
+    from .secrets import check_name, check_value, named_secrets, store_secret
 
     try:
         check_name(name)
         job = load_job(config)
         if from_stdin:
             value = sys.stdin.readline().rstrip("\r\n")
+            if sys.stdin.read().strip():
+                raise ConnectorError(
+                    f"secret {name!r}: standard input holds more than one line; "
+                    "nothing was stored. Give the value alone, on one line",
+                    exit_code=ExitCode.USAGE,
+                )
         elif sys.stdin.isatty():
             value = typer.prompt(
                 f"value of {name}", hide_input=True, confirmation_prompt=True
@@ -559,6 +565,9 @@ def secrets_set(
                 f"`connector secrets set {name} --from-stdin`",
                 exit_code=ExitCode.USAGE,
             )
+        for setting, named in named_secrets(job):
+            if named == name:
+                check_value(setting, name, value)
         where = store_secret(name, value, folder=job.secrets_folder)
     except ConnectorError as exc:
         raise _fail(exc) from None

@@ -184,6 +184,7 @@ def platform_fix(name: str, folder: Path | None, config: Path | None) -> str:
     option = f" -c {config}" if config is not None else ""
     command = f"`connector secrets set {name}{option}`"
     where = f"{folder}" if folder is not None else "the [secrets] folder of the config"
+    credential = (folder or Path("/etc/connector/secrets")) / name
     if sys.platform == "win32":
         return (
             f"To fix: run {command} logged on as the account the scheduled task "
@@ -197,8 +198,8 @@ def platform_fix(name: str, folder: Path | None, config: Path | None) -> str:
             f"or put it in a file in {where} with mode 0600"
         )
     return (
-        f"To fix: under systemd add `LoadCredential={name}:/etc/connector/secrets/"
-        f"{name}` to the service; or put it in a file in {where} (or one named by "
+        f"To fix: under systemd add `LoadCredential={name}:{credential}` to the "
+        f"service; or put it in a file in {where} (or one named by "
         f"{env_name(name)}_FILE) with mode 0600, owned by the account the job runs "
         f"as; or run {command} as that account"
     )

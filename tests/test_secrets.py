@@ -189,3 +189,30 @@ def test_a_secret_name_cannot_leave_the_folder(tmp_path: Path) -> None:
     result = run("set", "../evil", "-c", str(path), "--from-stdin", stdin=VALUE)
     assert result.returncode == 2
     assert "secret name '../evil' is not allowed" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("secret", "value", "said"),
+    [
+        ("sis-db", "abc\ndef\n", "more than one line"),
+        ("upload-token", "tok-en \n", "cannot have"),
+    ],
+    ids=["two-lines", "token-with-a-space"],
+)
+def test_set_refuses_a_value_the_run_could_not_use(
+    tmp_path: Path, secret: str, value: str, said: str
+) -> None:
+    path = config(tmp_path)
+    path.write_text(
+        path.read_text()
+        + '[destination]\nkind = "folder"\npath = "."\nencryption = "age"\n'
+        'age_recipient = "age1x"\ntoken_secret = "upload-token"\n'
+    )
+
+    stored = run("set", secret, "-c", str(path), "--from-stdin", stdin=value)
+
+    assert stored.returncode in (2, 3), stored.stderr
+    [line] = stored.stderr.splitlines()
+    assert line.startswith("error: ") and said in line
+    assert not (tmp_path / "secrets" / secret).exists()
+    assert "def" not in line and "tok-en" not in line
