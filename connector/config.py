@@ -217,13 +217,22 @@ class FileSourceSettings(_Strict):
     sheet: str | None = None
     columns: list[str] | None = None
     settle: float = Field(strict=True, default=2.0, ge=0, le=600)
-    max_age: str | None = Field(default=None, pattern=r"^\s*\d+(\.\d+)?\s*[smhd]\s*$")
+    max_age: str | None = None
     wait: float = Field(strict=True, default=0.0, ge=0, le=86400)
 
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, value: str | None) -> str | None:
         return known_encoding(value)
+
+    @field_validator("max_age")
+    @classmethod
+    def _age(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\s*\d+(\.\d+)?\s*[smhd]\s*", value):
+            raise ValueError(
+                'must be a number and a unit: s, m, h or d, such as "26h" or "2d"'
+            )
+        return value
 
     @field_validator("delimiter")
     @classmethod

@@ -798,3 +798,11 @@ def test_the_readme_example_reads_the_file_it_describes(tmp_path: Path) -> None:
     assert result.written == len(ROWS) and result.rejected == 0
     first = result.path.read_text().splitlines()[1]
     assert first.startswith('"1001","Zoe","Muller","3125550142","101","de",')
+
+
+def test_a_max_age_without_a_unit_says_how_to_write_it(tmp_path: Path) -> None:
+    (tmp_path / "connector.toml").write_text(
+        "[datasets.students.file_source]\npath = 'a.csv'\nmax_age = '1 day'\n"
+    )
+    with pytest.raises(ConfigError, match=r"max_age: must be a number and a unit"):
+        load_job(tmp_path / "connector.toml")
