@@ -45,6 +45,9 @@ SAMPLE_BYTES = 64 * 1024
 HEADER_SEARCH_ROWS = 20
 DELIMITERS = ",;\t|"
 SENT_NAME = "file-sources.json"
+# What a spreadsheet the file source does not read starts with: the old binary
+# Excel (.xls, an OLE2 compound file) and OpenDocument (.ods, a zip archive).
+NOT_READ = {b"\xd0\xcf\x11\xe0": "an old binary Excel (.xls)", b"PK": "a zip archive"}
 _SHOWN = {",": ",", ";": ";", "\t": "tab", "|": "|"}
 
 
@@ -324,6 +327,7 @@ class FileSource:
             return layout
         with self.path.open("rb") as f:
             sample = f.read(SAMPLE_BYTES)
+        _refuse_spreadsheet(self.path, sample)
         layout.encoding = settings.encoding
         if layout.encoding is None:
             try:
@@ -337,9 +341,33 @@ class FileSource:
             try:
                 layout.delimiter = detect_delimiter(text)
             except SourceFileError as exc:
-                raise SourceFileError(f"{self.path}: {exc}") from None
+                hint = self._pinned_hint()
+                message = (
+                    f"the delimiter cannot be told{hint}; else set "
+                    "file_source.delimiter"
+                    if hint
+                    else str(exc)
+                )
+                raise SourceFileError(f"{self.path}: {message}") from None
             layout.detected.append("delimiter")
         return layout
+
+    def _pinned_hint(self) -> str:
+        """When the encoding or delimiter was pinned: say it may be the cause."""
+        pinned = [
+            f"{key} = {json.dumps(_SHOWN.get(value, value))}"
+            for key, value in (
+                ("encoding", self.settings.encoding),
+                ("delimiter", self.settings.delimiter),
+            )
+            if value is not None
+        ]
+        if not pinned:
+            return ""
+        return (
+            f"; the pinned file_source.{' and '.join(pinned)} may be wrong for this "
+            "file: `connector test` without it shows what detection would pick"
+        )
 
     def _read_header(self, entries: Mapping[str, MapEntry]) -> tuple[list[str], int]:
         pinned = self.settings.columns
@@ -349,10 +377,12 @@ class FileSource:
             index = find_header(first, _candidates(self.dataset, entries, pinned))
             if index < 0:
                 expected = pinned or _labels(self.dataset, entries)
+                hint = self._pinned_hint()
                 raise SourceFileError(
                     f"data set {self.dataset.name}: no header row with the expected "
                     f"columns ({', '.join(repr(e) for e in expected)}) in the first "
-                    f"{HEADER_SEARCH_ROWS} rows of {self.where}; set "
+                    f"{HEADER_SEARCH_ROWS} rows of {self.where}"
+                    f"{hint + '; else' if hint else ';'} set "
                     "file_source.header_row (its row number, or 0 for a file "
                     "without a header) and check datasets."
                     f"{self.dataset.name}.map"
@@ -553,6 +583,19 @@ class FileSource:
 
     def __repr__(self) -> str:
         return f"FileSource(path={str(self.path)!r}, format={self.layout.format!r})"
+
+
+def _refuse_spreadsheet(path: Path, sample: bytes) -> None:
+    """An .xls or .ods file read as text would give a misleading error."""
+    what = next((w for m, w in NOT_READ.items() if sample.startswith(m)), None)
+    suffix = path.suffix.lower()
+    if suffix in (".xls", ".ods") or what is not None:
+        shown = what or f"a {suffix} spreadsheet"
+        raise SourceFileError(
+            f"{path} is {shown} file, which is not read (only .xlsx workbooks and "
+            "CSV or text files are); open it in the spreadsheet program and save it "
+            "as .xlsx or CSV"
+        )
 
 
 def _candidates(

@@ -806,3 +806,47 @@ def test_a_max_age_without_a_unit_says_how_to_write_it(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"max_age: must be a number and a unit"):
         load_job(tmp_path / "connector.toml")
+
+
+def test_a_wrongly_pinned_encoding_is_named_as_the_likely_cause(
+    tmp_path: Path,
+) -> None:
+    path = semicolon_file(tmp_path / "students.csv", HEADER, ROWS)
+    job = file_config(tmp_path, path, source='encoding = "utf-16"')
+    with pytest.raises(SourceFileError) as caught:
+        extract(job)
+    message = str(caught.value)
+    assert 'pinned file_source.encoding = "utf-16" may be wrong' in message
+    assert "connector test" in message
+
+
+def test_a_wrongly_pinned_delimiter_is_named_as_the_likely_cause(
+    tmp_path: Path,
+) -> None:
+    path = semicolon_file(tmp_path / "students.csv", HEADER, ROWS)
+    job = file_config(tmp_path, path, source='delimiter = ","')
+    with pytest.raises(SourceFileError) as caught:
+        extract(job)
+    message = str(caught.value)
+    assert 'pinned file_source.delimiter = "," may be wrong' in message
+    assert "connector test" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "start"),
+    [
+        ("students.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)),
+        ("students.csv", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)),
+        ("students.ods", b"PK\x03\x04" + bytes(60)),
+    ],
+)
+def test_an_xls_or_ods_file_says_to_save_it_as_xlsx_or_csv(
+    tmp_path: Path, name: str, start: bytes
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(start)
+    code, _, stderr = cli("extract", "-c", str(file_config(tmp_path, path).path))
+    assert code == ExitCode.FAILURE
+    last = stderr.splitlines()[-1]
+    assert last.startswith(f"error: {path} is ")
+    assert "save it as .xlsx or CSV" in last and "encoding" not in last
