@@ -808,27 +808,22 @@ def test_a_max_age_without_a_unit_says_how_to_write_it(tmp_path: Path) -> None:
         load_job(tmp_path / "connector.toml")
 
 
-def test_a_wrongly_pinned_encoding_is_named_as_the_likely_cause(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("pin", "shown"),
+    [
+        ('encoding = "utf-16"', 'encoding = "utf-16"'),
+        ('delimiter = ","', 'delimiter = ","'),
+    ],
+)
+def test_a_wrongly_pinned_encoding_or_delimiter_is_named_as_the_likely_cause(
+    tmp_path: Path, pin: str, shown: str
 ) -> None:
     path = semicolon_file(tmp_path / "students.csv", HEADER, ROWS)
-    job = file_config(tmp_path, path, source='encoding = "utf-16"')
+    job = file_config(tmp_path, path, source=pin)
     with pytest.raises(SourceFileError) as caught:
         extract(job)
     message = str(caught.value)
-    assert 'pinned file_source.encoding = "utf-16" may be wrong' in message
-    assert "connector test" in message
-
-
-def test_a_wrongly_pinned_delimiter_is_named_as_the_likely_cause(
-    tmp_path: Path,
-) -> None:
-    path = semicolon_file(tmp_path / "students.csv", HEADER, ROWS)
-    job = file_config(tmp_path, path, source='delimiter = ","')
-    with pytest.raises(SourceFileError) as caught:
-        extract(job)
-    message = str(caught.value)
-    assert 'pinned file_source.delimiter = "," may be wrong' in message
+    assert f"pinned file_source.{shown} may be wrong" in message
     assert "connector test" in message
 
 
