@@ -275,6 +275,7 @@ class FileSource:
         self.path = path
         self.dataset = dataset
         self.where = str(path)
+        self._line = 0  # the line (sheet row) of the file last read
         self.info = info or inspect_file(path, settle=settle)
         if info is not None:
             check_unchanged(info)
@@ -444,6 +445,7 @@ class FileSource:
             with self.path.open(encoding=layout.encoding, newline="") as f:
                 reader = csv.reader(f, delimiter=layout.delimiter, strict=False)
                 for number, cells in enumerate(reader, start=1):  # noqa: B007
+                    self._line = reader.line_num
                     yield number, cells
         except UnicodeDecodeError:
             raise SourceFileError(
@@ -487,7 +489,9 @@ class FileSource:
             # openpyxl would read the whole sheet once just to compute it.
             sheet.reset_dimensions()
             rows = sheet.iter_rows(min_row=1, values_only=True)
-            yield from enumerate(rows, start=1)
+            for number, cells in enumerate(rows, start=1):
+                self._line = number
+                yield number, cells
         finally:
             book.close()
 
@@ -497,10 +501,12 @@ class FileSource:
         width = self._width
         start = self.layout.header_row
         is_text = self.layout.format == "csv"
+        record = 0  # the data record's number, as the run report counts rows
         with contextlib.closing(self._raw_rows()) as rows:
             for number, cells in rows:
                 if number <= start or _is_blank(cells):
                     continue
+                record += 1
                 if len(cells) != width:
                     extra = cells[width:]
                     if len(cells) > width and _is_blank(extra):
@@ -510,7 +516,9 @@ class FileSource:
                     else:
                         raise SourceFileError(
                             f"data set {self.dataset.name}: {self.where}, "
-                            f"{'record' if is_text else 'row'} {number} has "
+                            f"{'record' if is_text else 'row'} {record} ("
+                            f"{'line' if is_text else 'sheet row'} {self._line} of "
+                            f"the file) has "
                             f"{len(cells)} fields where the header has {width} (a "
                             "delimiter inside an unquoted value, or a broken "
                             "record); nothing was written or sent"

@@ -386,7 +386,9 @@ def test_a_new_column_in_a_file_without_header_stops_the_run(tmp_path: Path) -> 
     job = file_config(
         tmp_path, path, source=PINNED + "header_row = 0", mapping=POSITION_MAP
     )
-    with pytest.raises(SourceFileError, match="record 1 has 11 fields where the"):
+    with pytest.raises(
+        SourceFileError, match=r"record 1 \(line 1 of the file\) has 11 fields"
+    ):
         extract(job)
 
 
@@ -845,3 +847,21 @@ def test_an_xls_or_ods_file_says_to_save_it_as_xlsx_or_csv(
     last = stderr.splitlines()[-1]
     assert last.startswith(f"error: {path} is ")
     assert "save it as .xlsx or CSV" in last and "encoding" not in last
+
+
+def test_a_ragged_record_is_numbered_as_the_run_report_numbers_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "students.csv"
+    path.write_text(
+        "Lincoln Elementary contacts\n\n"
+        + ";".join(HEADER)
+        + "\n"
+        + ";".join(ROWS[0][:4])
+        + "\n",
+        encoding="utf-8",
+    )
+    job = file_config(tmp_path, path, source='delimiter = ";"')
+    with pytest.raises(SourceFileError) as caught:
+        extract(job)
+    assert "record 1 (line 4 of the file) has 4 fields" in str(caught.value)
