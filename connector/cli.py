@@ -19,7 +19,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from . import __version__
-from .errors import ConfigError, ConnectorError, ExitCode
+from .errors import ConfigError, ConnectorError, ExitCode, SecretError
 
 EXIT_CODES = """Exit codes: 0 success; 1 failure; 2 usage or configuration error
 (config file, template, --param, unknown driver); 3 secret missing or login refused;
@@ -592,8 +592,14 @@ def secrets_delete(
     except ConnectorError as exc:
         raise _fail(exc) from None
     if not deleted:
-        typer.echo(f"{name}: not in the secrets folder nor the OS keyring", err=True)
-        raise typer.Exit(ExitCode.SECRETS_OR_AUTH)
+        raise _fail(
+            SecretError(
+                f"secret {name!r} is in neither the secrets folder "
+                f"({job.secrets_folder or 'none set'}) nor the OS keyring; nothing "
+                "was deleted. "
+                "`connector secrets check` shows where each secret of the config is"
+            )
+        )
     for where in deleted:
         typer.echo(f"{name}: deleted from {where}")
 
@@ -606,7 +612,6 @@ def secrets_check(config: ConfigOption = Path("connector.toml")) -> None:
     Example: connector secrets check -c /etc/connector/connector.toml
     """
     from .config import load_job
-    from .errors import SecretError
     from .secrets import check_value, find_secret, named_secrets, platform_fix
 
     try:
