@@ -48,6 +48,7 @@ SENT_NAME = "file-sources.json"
 # What a spreadsheet the file source does not read starts with: the old binary
 # Excel (.xls, an OLE2 compound file) and OpenDocument (.ods, a zip archive).
 NOT_READ = {b"\xd0\xcf\x11\xe0": "an old binary Excel (.xls)", b"PK": "a zip archive"}
+WAIT_HINT = ", or wait for it with `connector run --wait SECONDS`"
 _SHOWN = {",": ",", ";": ";", "\t": "tab", "|": "|"}
 
 
@@ -82,7 +83,7 @@ def _stat(path: Path) -> os.stat_result:
     except FileNotFoundError:
         raise SourceFileError(
             f"no file at {path}; has the SIS export run? Check "
-            "file_source.path, or wait for it with `connector run --wait SECONDS`"
+            f"file_source.path{WAIT_HINT}"
         ) from None
     except OSError as exc:
         raise SourceFileError(f"{path} cannot be read: {exc}") from exc
@@ -711,6 +712,13 @@ def check_fresh(
             return {name: _fresh(job, name, force) for name in chosen}
         except (SourceFileError, AlreadyDoneError) as exc:
             left = deadline - time.monotonic()
+            if left <= 0 and limit > 0:
+                # Waiting longer is the hint no more: say how long it waited.
+                message = str(exc).replace(WAIT_HINT, "")
+                raise type(exc)(
+                    f"{message} (waited {limit:g} s; the file is still not fresh)",
+                    exit_code=exc.exit_code,
+                ) from None
             if left <= 0:
                 raise
             log.info("waiting for a fresh file (%s); %.0f s left", exc, left)

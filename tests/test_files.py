@@ -14,6 +14,7 @@ import io
 import json
 import os
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ from connector.package import make_keypair
 from connector.pipeline import extract, run
 from connector.receiver import Receiver
 
-from .conftest import TOKEN, require
+from .conftest import TOKEN, connector_command, require
 
 # The SIS's own column names, as its export writes them.
 HEADER = [
@@ -865,3 +866,22 @@ def test_a_ragged_record_is_numbered_as_the_run_report_numbers_rows(
     with pytest.raises(SourceFileError) as caught:
         extract(job)
     assert "record 1 (line 4 of the file) has 4 fields" in str(caught.value)
+
+
+def test_a_run_that_waited_for_a_file_says_how_long(
+    tmp_path: Path, live: Receiver
+) -> None:
+    path = tmp_path / "students.csv"
+    job = file_config(tmp_path, path, destination=destination(tmp_path, live))
+    result = subprocess.run(
+        [*connector_command(), "run", "--wait", "1", "-c", str(job.path)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "CONNECTOR_SECRET_UPLOAD_TOKEN": TOKEN},
+        timeout=120,
+    )
+    assert result.returncode == ExitCode.FAILURE, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"error: no file at {path}") and "waited 1 s" in last
+    assert "--wait SECONDS" not in last
+    assert received(live) == []
