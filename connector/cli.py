@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -806,6 +807,7 @@ def backfill(
         if chunk not in CHUNK_SIZES:
             raise ConfigError(f"--chunk {chunk!r}: use one of {', '.join(CHUNK_SIZES)}")
         first, last = _date("--from", start), _date("--to", end)
+        into = _backfill_folder(folder)
         job = load_job(config)
         result = run_backfill(
             job,
@@ -813,7 +815,7 @@ def backfill(
             first,
             last,
             chunk=chunk,
-            folder=folder.resolve() if folder else None,
+            folder=into,
             send=send_it,
             params=_params(param),
         )
@@ -836,7 +838,26 @@ def _date(option: str, text: str) -> Any:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ConfigError(
+                f"{option} {text!r}: that day does not exist; give a calendar date"
+            ) from None
         raise ConfigError(f"{option} {text!r}: give a date as YYYY-MM-DD") from None
+
+
+def _backfill_folder(folder: Path | None) -> Path | None:
+    """--folder, made if its parent exists: a mistyped path is not made silently."""
+    if folder is None:
+        return None
+    folder = folder.resolve()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--folder {folder} is a file, not a folder")
+    if not folder.exists() and not folder.parent.is_dir():
+        raise ConfigError(
+            f"--folder {folder}: its parent folder {folder.parent} does not exist; "
+            "check the path, or create the parent first"
+        )
+    return folder
 
 
 @app.command()
