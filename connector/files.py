@@ -731,9 +731,15 @@ def _setting(job: Job, name: str) -> FileSourceSettings:
     return settings
 
 
-def _fresh(job: Job, name: str, force: bool) -> FileInfo:
+def check_daily_file(
+    job: Job, name: str, *, force: bool = False, settle: float | None = None
+) -> FileInfo:
+    """The daily file of data set ``name``: present, holding still for ``settle``
+    seconds (default: its ``file_source.settle``) and not older than ``max_age``
+    (unless ``force``). ``doctor`` runs this with a short settle."""
     settings = _setting(job, name)
-    info = inspect_file(job.file_path(name), settle=settings.settle)
+    wait = settings.settle if settle is None else min(settle, settings.settle)
+    info = inspect_file(job.file_path(name), settle=wait)
     max_age = settings.max_age_seconds
     if max_age is not None and info.age() > max_age and not force:
         raise SourceFileError(
@@ -742,6 +748,12 @@ def _fresh(job: Job, name: str, force: bool) -> FileInfo:
             f"more than file_source.max_age ({settings.max_age}); has the SIS "
             "export run? Nothing was sent; `connector run --force` sends it anyway"
         )
+    return info
+
+
+def _fresh(job: Job, name: str, force: bool) -> FileInfo:
+    info = check_daily_file(job, name, force=force)
+    max_age = _setting(job, name).max_age_seconds
     last = sent_files(job).get(name)
     if last and last.get("sha256") == info.sha256 and not force:
         raise AlreadyDoneError(

@@ -327,6 +327,17 @@ def cli(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def script(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed console script, as the scheduler starts it."""
+    return subprocess.run(
+        [*connector_command(), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "CONNECTOR_SECRET_UPLOAD_TOKEN": TOKEN},
+        timeout=120,
+    )
+
+
 def semicolon_file(path: Path, header: list[str], rows: list[list[str]]) -> Path:
     return write_text(
         path,
@@ -873,15 +884,26 @@ def test_a_run_that_waited_for_a_file_says_how_long(
 ) -> None:
     path = tmp_path / "students.csv"
     job = file_config(tmp_path, path, destination=destination(tmp_path, live))
-    result = subprocess.run(
-        [*connector_command(), "run", "--wait", "1", "-c", str(job.path)],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "CONNECTOR_SECRET_UPLOAD_TOKEN": TOKEN},
-        timeout=120,
-    )
+    result = script("run", "--wait", "1", "-c", str(job.path))
     assert result.returncode == ExitCode.FAILURE, result.stderr
     last = result.stderr.splitlines()[-1]
     assert last.startswith(f"error: no file at {path}") and "waited 1 s" in last
     assert "--wait SECONDS" not in last
     assert received(live) == []
+
+
+def test_doctor_checks_each_file_source_as_the_run_does(tmp_path: Path) -> None:
+    path = tmp_path / "students.csv"
+    job = file_config(tmp_path, path, source='max_age = "1 h"')
+    result = script("doctor", "-c", str(job.path))
+    assert result.returncode == ExitCode.FAILURE, result.stdout + result.stderr
+    assert f"FAIL  file source students: no file at {path}" in result.stdout
+
+    semicolon_file(path, HEADER, ROWS)
+    code, stdout, _ = cli("doctor", "-c", str(job.path))
+    assert f"ok    file source students: {path}: " in stdout
+    old = time.time() - 7200
+    os.utime(path, (old, old))
+    code, stdout, _ = cli("doctor", "-c", str(job.path))
+    assert code == ExitCode.FAILURE
+    assert "more than file_source.max_age (1 h)" in stdout
