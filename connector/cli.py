@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from . import __version__
-from .errors import ConfigError, ConnectorError, ExitCode
+from .errors import ConfigError, ConnectorError, ExitCode, SecretError
 
 EXIT_CODES = """Exit codes: 0 success; 1 failure; 2 usage or configuration error
 (config file, template, --param, unknown driver); 3 secret missing or login refused;
@@ -592,8 +593,14 @@ def secrets_delete(
     except ConnectorError as exc:
         raise _fail(exc) from None
     if not deleted:
-        typer.echo(f"{name}: not in the secrets folder nor the OS keyring", err=True)
-        raise typer.Exit(ExitCode.SECRETS_OR_AUTH)
+        raise _fail(
+            SecretError(
+                f"secret {name!r} is in neither the secrets folder "
+                f"({job.secrets_folder or 'none set'}) nor the OS keyring; nothing "
+                "was deleted. "
+                "`connector secrets check` shows where each secret of the config is"
+            )
+        )
     for where in deleted:
         typer.echo(f"{name}: deleted from {where}")
 
@@ -606,7 +613,6 @@ def secrets_check(config: ConfigOption = Path("connector.toml")) -> None:
     Example: connector secrets check -c /etc/connector/connector.toml
     """
     from .config import load_job
-    from .errors import SecretError
     from .secrets import check_value, find_secret, named_secrets, platform_fix
 
     try:
@@ -801,6 +807,7 @@ def backfill(
         if chunk not in CHUNK_SIZES:
             raise ConfigError(f"--chunk {chunk!r}: use one of {', '.join(CHUNK_SIZES)}")
         first, last = _date("--from", start), _date("--to", end)
+        into = _backfill_folder(folder)
         job = load_job(config)
         result = run_backfill(
             job,
@@ -808,7 +815,7 @@ def backfill(
             first,
             last,
             chunk=chunk,
-            folder=folder.resolve() if folder else None,
+            folder=into,
             send=send_it,
             params=_params(param),
         )
@@ -831,7 +838,26 @@ def _date(option: str, text: str) -> Any:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ConfigError(
+                f"{option} {text!r}: that day does not exist; give a calendar date"
+            ) from None
         raise ConfigError(f"{option} {text!r}: give a date as YYYY-MM-DD") from None
+
+
+def _backfill_folder(folder: Path | None) -> Path | None:
+    """--folder, made if its parent exists: a mistyped path is not made silently."""
+    if folder is None:
+        return None
+    folder = folder.resolve()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--folder {folder} is a file, not a folder")
+    if not folder.exists() and not folder.parent.is_dir():
+        raise ConfigError(
+            f"--folder {folder}: its parent folder {folder.parent} does not exist; "
+            "check the path, or create the parent first"
+        )
+    return folder
 
 
 @app.command()

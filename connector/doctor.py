@@ -1,10 +1,12 @@
 """The pre-flight pass: every check the nightly run depends on, one line each.
 
-``run_doctor`` checks, in order: the config; each secret it names; the ODBC
+``run_doctor`` checks, in order: the config (and that a database job sets its
+time zone); each secret it names (one from an environment variable warns); the ODBC
 driver or DSN (and, for Microsoft's SQL Server drivers, what the connection
 string's ``Encrypt`` and ``TrustServerCertificate`` do); the connection and the
 server's version; for each data set, read rights on its template's objects (the
-query run to return no row) and its row count; the encryption key; the
+query run to return no row) and its row count; each file source's daily file
+(present, not too old); the encryption key (an unpinned fingerprint warns); the
 destination (TCP reachability, the TLS chain and the clock against the server's
 ``Date`` header, or the SSH host key against its pin, or the folder); and the free
 space in the output and spool folders. A check that cannot run because an earlier
@@ -46,6 +48,7 @@ LOW_FREE = 1024 * 1024 * 1024
 MAX_SKEW = 300.0
 WARN_SKEW = 60.0
 PROBE_TIMEOUT = 10.0
+DOCTOR_SETTLE = 1.0  # seconds a file source must hold still; its settle may be longer
 # What a scheduler hands a job: cron's own environment, roughly `env -i`.
 SCHEDULED_PATH = "/usr/bin:/bin"
 
@@ -108,6 +111,12 @@ def run_doctor(path: Path) -> DoctorReport:
         report.fail("config", str(exc), exc.exit_code)
         return report
     report.ok("config", f"{job.path}: data sets {', '.join(job.datasets)}")
+    if job.has_database and job.zone is None:
+        report.warn(
+            "time zone",
+            "source.time_zone is not set: the business date and the timestamps "
+            'follow this machine\'s zone; set it (e.g. "America/Chicago")',
+        )
 
     secrets = _check_secrets(job, report)
     if job.has_database:
@@ -115,6 +124,7 @@ def run_doctor(path: Path) -> DoctorReport:
         _check_source(job, report, secrets, has_driver)
     else:
         report.ok("database", "not needed: every data set reads a file source")
+    _check_files(job, report)
     _check_destination(job, report)
     _check_disk(report, "output folder", job.output_folder)
     _check_disk(report, "spool folder", job.spool_folder)
@@ -122,19 +132,44 @@ def run_doctor(path: Path) -> DoctorReport:
 
 
 def _check_secrets(job: Job, report: DoctorReport) -> dict[str, str | None]:
-    from .secrets import check_value, get_secret, named_secrets
+    from .secrets import check_value, find_secret, get_secret, named_secrets
 
     found: dict[str, str | None] = {}
     for setting, name in named_secrets(job):
         found[name] = None
         with report.guard(f"secret {name}"):
-            value = get_secret(name, folder=job.secrets_folder)
+            value, lookup = find_secret(name, folder=job.secrets_folder)
+            if value is None:
+                value = get_secret(name, folder=job.secrets_folder)  # raises
             check_value(setting, name, value)
             found[name] = value
-            report.ok(f"secret {name}", "found (the value is not shown)")
+            where = lookup.where or ""
+            if where.startswith("environment variable"):
+                report.warn(
+                    f"secret {name}",
+                    f"found in the {where}, which other processes of this account "
+                    "can read; prefer a file with mode 0600 or the OS keyring "
+                    "(README: Secrets)",
+                )
+            else:
+                report.ok(f"secret {name}", "found (the value is not shown)")
     if not found:
         report.ok("secrets", "the config names none")
     return found
+
+
+def _check_files(job: Job, report: DoctorReport) -> None:
+    """Each daily file as the run checks it (present, not too old), settle cut
+    short: doctor must not wait out a long settle."""
+    from .files import check_daily_file, file_datasets, format_age
+
+    for name in file_datasets(job, list(job.datasets)):
+        with report.guard(f"file source {name}"):
+            info = check_daily_file(job, name, settle=DOCTOR_SETTLE)
+            report.ok(
+                f"file source {name}",
+                f"{info.path}: {info.size} bytes, changed {format_age(info.age())} ago",
+            )
 
 
 def _check_driver(job: Job, report: DoctorReport) -> bool:
@@ -321,6 +356,13 @@ def _check_destination(job: Job, report: DoctorReport) -> None:
                 job.resolve(settings.recipient_cert), settings.recipient_fingerprint
             )
         report.ok("encryption key", f"{recipient.format} {recipient.fingerprint}")
+        if settings.encryption == "openpgp" and not settings.recipient_fingerprint:
+            report.warn(
+                "key fingerprint",
+                "destination.recipient_fingerprint is not pinned: a replaced "
+                "recipient_cert would be used unnoticed; pin it "
+                f'(recipient_fingerprint = "{recipient.fingerprint}")',
+            )
 
     if settings.kind == "folder":
         assert settings.path is not None

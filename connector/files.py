@@ -45,6 +45,10 @@ SAMPLE_BYTES = 64 * 1024
 HEADER_SEARCH_ROWS = 20
 DELIMITERS = ",;\t|"
 SENT_NAME = "file-sources.json"
+# What a spreadsheet the file source does not read starts with: the old binary
+# Excel (.xls, an OLE2 compound file) and OpenDocument (.ods, a zip archive).
+NOT_READ = {b"\xd0\xcf\x11\xe0": "an old binary Excel (.xls)", b"PK": "a zip archive"}
+WAIT_HINT = ", or wait for it with `connector run --wait SECONDS`"
 _SHOWN = {",": ",", ";": ";", "\t": "tab", "|": "|"}
 
 
@@ -79,7 +83,7 @@ def _stat(path: Path) -> os.stat_result:
     except FileNotFoundError:
         raise SourceFileError(
             f"no file at {path}; has the SIS export run? Check "
-            "file_source.path, or wait for it with `connector run --wait SECONDS`"
+            f"file_source.path{WAIT_HINT}"
         ) from None
     except OSError as exc:
         raise SourceFileError(f"{path} cannot be read: {exc}") from exc
@@ -272,6 +276,7 @@ class FileSource:
         self.path = path
         self.dataset = dataset
         self.where = str(path)
+        self._line = 0  # the line (sheet row) of the file last read
         self.info = info or inspect_file(path, settle=settle)
         if info is not None:
             check_unchanged(info)
@@ -324,6 +329,7 @@ class FileSource:
             return layout
         with self.path.open("rb") as f:
             sample = f.read(SAMPLE_BYTES)
+        _refuse_spreadsheet(self.path, sample)
         layout.encoding = settings.encoding
         if layout.encoding is None:
             try:
@@ -337,9 +343,33 @@ class FileSource:
             try:
                 layout.delimiter = detect_delimiter(text)
             except SourceFileError as exc:
-                raise SourceFileError(f"{self.path}: {exc}") from None
+                hint = self._pinned_hint()
+                message = (
+                    f"the delimiter cannot be told{hint}; else set "
+                    "file_source.delimiter"
+                    if hint
+                    else str(exc)
+                )
+                raise SourceFileError(f"{self.path}: {message}") from None
             layout.detected.append("delimiter")
         return layout
+
+    def _pinned_hint(self) -> str:
+        """When the encoding or delimiter was pinned: say it may be the cause."""
+        pinned = [
+            f"{key} = {json.dumps(_SHOWN.get(value, value))}"
+            for key, value in (
+                ("encoding", self.settings.encoding),
+                ("delimiter", self.settings.delimiter),
+            )
+            if value is not None
+        ]
+        if not pinned:
+            return ""
+        return (
+            f"; the pinned file_source.{' and '.join(pinned)} may be wrong for this "
+            "file: `connector test` without it shows what detection would pick"
+        )
 
     def _read_header(self, entries: Mapping[str, MapEntry]) -> tuple[list[str], int]:
         pinned = self.settings.columns
@@ -349,10 +379,12 @@ class FileSource:
             index = find_header(first, _candidates(self.dataset, entries, pinned))
             if index < 0:
                 expected = pinned or _labels(self.dataset, entries)
+                hint = self._pinned_hint()
                 raise SourceFileError(
                     f"data set {self.dataset.name}: no header row with the expected "
                     f"columns ({', '.join(repr(e) for e in expected)}) in the first "
-                    f"{HEADER_SEARCH_ROWS} rows of {self.where}; set "
+                    f"{HEADER_SEARCH_ROWS} rows of {self.where}"
+                    f"{hint + '; else' if hint else ';'} set "
                     "file_source.header_row (its row number, or 0 for a file "
                     "without a header) and check datasets."
                     f"{self.dataset.name}.map"
@@ -414,6 +446,7 @@ class FileSource:
             with self.path.open(encoding=layout.encoding, newline="") as f:
                 reader = csv.reader(f, delimiter=layout.delimiter, strict=False)
                 for number, cells in enumerate(reader, start=1):  # noqa: B007
+                    self._line = reader.line_num
                     yield number, cells
         except UnicodeDecodeError:
             raise SourceFileError(
@@ -457,7 +490,9 @@ class FileSource:
             # openpyxl would read the whole sheet once just to compute it.
             sheet.reset_dimensions()
             rows = sheet.iter_rows(min_row=1, values_only=True)
-            yield from enumerate(rows, start=1)
+            for number, cells in enumerate(rows, start=1):
+                self._line = number
+                yield number, cells
         finally:
             book.close()
 
@@ -467,10 +502,12 @@ class FileSource:
         width = self._width
         start = self.layout.header_row
         is_text = self.layout.format == "csv"
+        record = 0  # the data record's number, as the run report counts rows
         with contextlib.closing(self._raw_rows()) as rows:
             for number, cells in rows:
                 if number <= start or _is_blank(cells):
                     continue
+                record += 1
                 if len(cells) != width:
                     extra = cells[width:]
                     if len(cells) > width and _is_blank(extra):
@@ -480,7 +517,9 @@ class FileSource:
                     else:
                         raise SourceFileError(
                             f"data set {self.dataset.name}: {self.where}, "
-                            f"{'record' if is_text else 'row'} {number} has "
+                            f"{'record' if is_text else 'row'} {record} ("
+                            f"{'line' if is_text else 'sheet row'} {self._line} of "
+                            f"the file) has "
                             f"{len(cells)} fields where the header has {width} (a "
                             "delimiter inside an unquoted value, or a broken "
                             "record); nothing was written or sent"
@@ -553,6 +592,19 @@ class FileSource:
 
     def __repr__(self) -> str:
         return f"FileSource(path={str(self.path)!r}, format={self.layout.format!r})"
+
+
+def _refuse_spreadsheet(path: Path, sample: bytes) -> None:
+    """An .xls or .ods file read as text would give a misleading error."""
+    what = next((w for m, w in NOT_READ.items() if sample.startswith(m)), None)
+    suffix = path.suffix.lower()
+    if suffix in (".xls", ".ods") or what is not None:
+        shown = what or f"a {suffix} spreadsheet"
+        raise SourceFileError(
+            f"{path} is {shown} file, which is not read (only .xlsx workbooks and "
+            "CSV or text files are); open it in the spreadsheet program and save it "
+            "as .xlsx or CSV"
+        )
 
 
 def _candidates(
@@ -660,6 +712,13 @@ def check_fresh(
             return {name: _fresh(job, name, force) for name in chosen}
         except (SourceFileError, AlreadyDoneError) as exc:
             left = deadline - time.monotonic()
+            if left <= 0 and limit > 0:
+                # Waiting longer is the hint no more: say how long it waited.
+                message = str(exc).replace(WAIT_HINT, "")
+                raise type(exc)(
+                    f"{message} (waited {limit:g} s; the file is still not fresh)",
+                    exit_code=exc.exit_code,
+                ) from None
             if left <= 0:
                 raise
             log.info("waiting for a fresh file (%s); %.0f s left", exc, left)
@@ -672,9 +731,15 @@ def _setting(job: Job, name: str) -> FileSourceSettings:
     return settings
 
 
-def _fresh(job: Job, name: str, force: bool) -> FileInfo:
+def check_daily_file(
+    job: Job, name: str, *, force: bool = False, settle: float | None = None
+) -> FileInfo:
+    """The daily file of data set ``name``: present, holding still for ``settle``
+    seconds (default: its ``file_source.settle``) and not older than ``max_age``
+    (unless ``force``). ``doctor`` runs this with a short settle."""
     settings = _setting(job, name)
-    info = inspect_file(job.file_path(name), settle=settings.settle)
+    wait = settings.settle if settle is None else min(settle, settings.settle)
+    info = inspect_file(job.file_path(name), settle=wait)
     max_age = settings.max_age_seconds
     if max_age is not None and info.age() > max_age and not force:
         raise SourceFileError(
@@ -683,6 +748,12 @@ def _fresh(job: Job, name: str, force: bool) -> FileInfo:
             f"more than file_source.max_age ({settings.max_age}); has the SIS "
             "export run? Nothing was sent; `connector run --force` sends it anyway"
         )
+    return info
+
+
+def _fresh(job: Job, name: str, force: bool) -> FileInfo:
+    info = check_daily_file(job, name, force=force)
+    max_age = _setting(job, name).max_age_seconds
     last = sent_files(job).get(name)
     if last and last.get("sha256") == info.sha256 and not force:
         raise AlreadyDoneError(

@@ -268,6 +268,11 @@ def write_setup(
     writing anything, unless ``force``.
     """
     answers = answers or Answers()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(
+            f"--folder {folder} is a file, not a folder; give the folder that "
+            "connector.toml and the templates should go in"
+        )
     config = folder / "connector.toml"
     copies = [(pack.template(name), folder / f"{name}.sql.j2") for name in DATASETS]
     copies.append((pack.folder / "README.md", folder / f"README-{pack.name}.md"))

@@ -184,9 +184,10 @@ def test_backfill_send_delivers_without_a_gate_baseline(
             "2024-08-01",
             "2024-09-01 is after --to 2024-08-01",
         ),
-        ("attendance", "2024-13-01", "2024-08-01", "'2024-13-01': give a date as"),
+        ("attendance", "2024/02/01", "2024-08-01", "'2024/02/01': give a date as"),
+        ("attendance", "2024-02-30", "2024-08-01", "'2024-02-30': that day does not"),
     ],
-    ids=["no-date-range", "swapped", "not-a-date"],
+    ids=["no-date-range", "swapped", "not-a-date", "no-such-day"],
 )
 def test_backfill_refuses_what_it_cannot_cut(
     tmp_path: Path, dataset: str, start: str, end: str, message: str
@@ -217,3 +218,16 @@ def test_backfill_help_has_an_example() -> None:
     result = runner.invoke(app, ["backfill", "--help"])
     assert result.exit_code == 0
     assert "Example: connector backfill" in result.stdout
+
+
+def test_backfill_makes_no_folder_under_a_missing_parent(tmp_path: Path) -> None:
+    folder = tmp_path / "nonexistent" / "dir"
+    result = subprocess.run(
+        [*connector_command(), *backfill_args(tmp_path / "connector.toml", folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: --folder {folder}: its parent folder")
+    assert not folder.parent.exists()

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from connector.cli import app
 from connector.doctor import DoctorReport, _check_clock, sql_server_encryption
+from connector.package import Recipient, make_keypair
 from connector.receiver import Receiver
 
 from .conftest import TOKEN, Keys, connector_command
@@ -63,9 +64,18 @@ def healthy(
     assert receiver.ca_file is not None
     folder = tmp_path / "district"
     folder.mkdir()
-    return write_config(
+    config = write_config(
         folder, "rosariosis", receiver.url, receiver.ca_file, gpg_keys.public
     )
+    # A healthy setup pins its zone and the recipient's key (doctor warns else).
+    fingerprint = Recipient.openpgp(gpg_keys.public, None).fingerprint
+    text = config.read_text(encoding="utf-8")
+    text = text.replace("[source]\n", '[source]\ntime_zone = "America/Chicago"\n')
+    text = text.replace(
+        "[destination]\n", f'[destination]\nrecipient_fingerprint = "{fingerprint}"\n'
+    )
+    config.write_text(text, encoding="utf-8")
+    return config
 
 
 @pytest.mark.integration
@@ -405,3 +415,37 @@ def test_doctor_and_secrets_check_refuse_a_token_run_would_refuse(
     assert "upload-token (destination.token_secret): found in" in checked.stdout
     assert "cannot have" in checked.stdout
     assert TOKEN not in result.stdout + result.stderr + checked.stdout + checked.stderr
+
+
+def test_doctor_warns_of_an_env_secret_an_unpinned_key_and_no_time_zone(
+    tmp_path: Path,
+) -> None:
+    public, _ = make_keypair(tmp_path / "keys")
+    (tmp_path / "students.sql.j2").write_text("SELECT 1")
+    (tmp_path / "sis.db").touch()
+    (tmp_path / "dropbox").mkdir()
+    config = tmp_path / "connector.toml"
+    config.write_text(
+        f"""
+[source]
+url = "sqlite:///sis.db"
+password_secret = "sis-db"
+[datasets.students]
+template = "students.sql.j2"
+[destination]
+kind = "folder"
+path = "dropbox"
+recipient_cert = "{public}"
+""",
+        encoding="utf-8",
+    )
+    result = doctor(config, env={"CONNECTOR_SECRET_SIS_DB": "s3cret-Value-c5a"})
+    out = result.stdout
+    assert line(out, "secret sis-db").startswith("warn  secret sis-db: found in the ")
+    assert "environment variable CONNECTOR_SECRET_SIS_DB" in line(out, "secret sis-db")
+    assert line(out, "key fingerprint").startswith("warn ")
+    assert "recipient_fingerprint is not pinned" in line(out, "key fingerprint")
+    assert line(out, "time zone").startswith("warn  time zone: source.time_zone is")
+    assert "s3cret-Value-c5a" not in out + result.stderr
+    warned = sum(x.startswith("warn ") for x in out.splitlines())
+    assert f"{warned} warning(s)" in out and warned >= 3

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ from connector.package import make_keypair
 from connector.pipeline import extract, run
 from connector.receiver import Receiver
 
-from .conftest import TOKEN, require
+from .conftest import TOKEN, connector_command, require
 
 # The SIS's own column names, as its export writes them.
 HEADER = [
@@ -326,6 +327,17 @@ def cli(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def script(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed console script, as the scheduler starts it."""
+    return subprocess.run(
+        [*connector_command(), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "CONNECTOR_SECRET_UPLOAD_TOKEN": TOKEN},
+        timeout=120,
+    )
+
+
 def semicolon_file(path: Path, header: list[str], rows: list[list[str]]) -> Path:
     return write_text(
         path,
@@ -386,7 +398,9 @@ def test_a_new_column_in_a_file_without_header_stops_the_run(tmp_path: Path) -> 
     job = file_config(
         tmp_path, path, source=PINNED + "header_row = 0", mapping=POSITION_MAP
     )
-    with pytest.raises(SourceFileError, match="record 1 has 11 fields where the"):
+    with pytest.raises(
+        SourceFileError, match=r"record 1 \(line 1 of the file\) has 11 fields"
+    ):
         extract(job)
 
 
@@ -806,3 +820,90 @@ def test_a_max_age_without_a_unit_says_how_to_write_it(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"max_age: must be a number and a unit"):
         load_job(tmp_path / "connector.toml")
+
+
+@pytest.mark.parametrize(
+    ("pin", "shown"),
+    [
+        ('encoding = "utf-16"', 'encoding = "utf-16"'),
+        ('delimiter = ","', 'delimiter = ","'),
+    ],
+)
+def test_a_wrongly_pinned_encoding_or_delimiter_is_named_as_the_likely_cause(
+    tmp_path: Path, pin: str, shown: str
+) -> None:
+    path = semicolon_file(tmp_path / "students.csv", HEADER, ROWS)
+    job = file_config(tmp_path, path, source=pin)
+    with pytest.raises(SourceFileError) as caught:
+        extract(job)
+    message = str(caught.value)
+    assert f"pinned file_source.{shown} may be wrong" in message
+    assert "connector test" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "start"),
+    [
+        ("students.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)),
+        ("students.csv", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)),
+        ("students.ods", b"PK\x03\x04" + bytes(60)),
+    ],
+)
+def test_an_xls_or_ods_file_says_to_save_it_as_xlsx_or_csv(
+    tmp_path: Path, name: str, start: bytes
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(start)
+    code, _, stderr = cli("extract", "-c", str(file_config(tmp_path, path).path))
+    assert code == ExitCode.FAILURE
+    last = stderr.splitlines()[-1]
+    assert last.startswith(f"error: {path} is ")
+    assert "save it as .xlsx or CSV" in last and "encoding" not in last
+
+
+def test_a_ragged_record_is_numbered_as_the_run_report_numbers_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "students.csv"
+    path.write_text(
+        "Lincoln Elementary contacts\n\n"
+        + ";".join(HEADER)
+        + "\n"
+        + ";".join(ROWS[0][:4])
+        + "\n",
+        encoding="utf-8",
+    )
+    job = file_config(tmp_path, path, source='delimiter = ";"')
+    with pytest.raises(SourceFileError) as caught:
+        extract(job)
+    assert "record 1 (line 4 of the file) has 4 fields" in str(caught.value)
+
+
+def test_a_run_that_waited_for_a_file_says_how_long(
+    tmp_path: Path, live: Receiver
+) -> None:
+    path = tmp_path / "students.csv"
+    job = file_config(tmp_path, path, destination=destination(tmp_path, live))
+    result = script("run", "--wait", "1", "-c", str(job.path))
+    assert result.returncode == ExitCode.FAILURE, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"error: no file at {path}") and "waited 1 s" in last
+    assert "--wait SECONDS" not in last
+    assert received(live) == []
+
+
+def test_doctor_checks_each_file_source_as_the_run_does(tmp_path: Path) -> None:
+    path = tmp_path / "students.csv"
+    job = file_config(tmp_path, path, source='max_age = "1 h"')
+    result = script("doctor", "-c", str(job.path))
+    assert result.returncode == ExitCode.FAILURE, result.stdout + result.stderr
+    assert f"FAIL  file source students: no file at {path}" in result.stdout
+
+    semicolon_file(path, HEADER, ROWS)
+    code, stdout, _ = cli("doctor", "-c", str(job.path))
+    assert f"ok    file source students: {path}: " in stdout
+    old = time.time() - 7200
+    os.utime(path, (old, old))
+    code, stdout, _ = cli("doctor", "-c", str(job.path))
+    assert code == ExitCode.FAILURE
+    assert "more than file_source.max_age (1 h)" in stdout

@@ -401,3 +401,14 @@ def test_questions_build_a_password_login_for_the_chosen_pack() -> None:
         "DRIVER={PostgreSQL Unicode};SERVER=10.0.4.20;PORT=5433;DATABASE=rosario;"
         "UID=svc_connector"
     )
+
+
+def test_init_into_a_file_names_the_folder_option(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("kept", encoding="utf-8")
+    result = init(path, "--sis", "rosariosis")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines == [lines[0]]
+    assert lines[0].startswith(f"error: --folder {path} is a file, not a folder")
+    assert path.read_text(encoding="utf-8") == "kept"

@@ -216,3 +216,11 @@ def test_set_refuses_a_value_the_run_could_not_use(
     assert line.startswith("error: ") and said in line
     assert not (tmp_path / "secrets" / secret).exists()
     assert "def" not in line and "tok-en" not in line
+
+
+def test_delete_of_a_missing_secret_is_one_error_line(tmp_path: Path) -> None:
+    result = run("delete", "nothere", "-c", str(config(tmp_path)))
+    assert result.returncode == 3
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: secret 'nothere' is in")
