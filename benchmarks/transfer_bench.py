@@ -22,7 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROW = '"S{0:07d}","{1}","{2}","2175550{0:03d}","101","en","","x{0}@example.org","05","F"\r\n'
+ROW = (
+    '"S{0:07d}","{1}","{2}","2175550{0:03d}","101","en","","x{0}@example.org",'
+    '"05","F"\r\n'
+)
 
 
 def peak_mib() -> float:
