@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from connector.errors import ConfigError, ExitCode, UploadError, VerificationError
@@ -112,7 +114,9 @@ def _node_server(
         process = subprocess.Popen(command, cwd=TUS_DIR, stdout=out, stderr=err)
     try:
         port = _wait_for_port(process, out_path, err_path)
-        yield NodeServer(kind, f"https://127.0.0.1:{port}/files", store, ca_file)
+        url = f"https://127.0.0.1:{port}/files"
+        _wait_until_ready(url, ca_file)
+        yield NodeServer(kind, url, store, ca_file)
     finally:
         process.terminate()
         try:
@@ -120,6 +124,19 @@ def _node_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _wait_until_ready(url: str, ca_file: Path) -> None:
+    """@uploadx/core listens before its store is ready and answers 503 until then:
+    a first attempt lost to that would make the attempt counts of a test vary."""
+    deadline = time.monotonic() + 15
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca_file))) as c:
+        while time.monotonic() < deadline:
+            headers = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {TOKEN}"}
+            if c.options(url, headers=headers).status_code != 503:
+                return
+            time.sleep(0.05)
+    pytest.fail(f"the tus server at {url} still answers 503 after 15 s")
 
 
 def _wait_for_port(process: subprocess.Popen[bytes], out: Path, err: Path) -> int:
