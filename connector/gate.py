@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 BATCH_ROWS = 10_000
+# Fingerprints remembered per column (about 100 bytes each).
+MEMO_VALUES = 4096
 FINGERPRINT_SIZE = 8
 KEY_SEPARATOR = "|"
 REPEAT_MARK = "#"
@@ -580,9 +582,13 @@ class StateStore:
 
             rule = key_rule(dataset)
             width = len(dataset.columns)
-            bases = [self._column_hash(name) for name in dataset.column_names]
+            memos = [_Fingerprints(self._column_hash(n)) for n in dataset.column_names]
+            positions = rule.positions
+            join_key = KEY_SEPARATOR.join
+            join = b"".join
             insert = "INSERT INTO temp.staged_row (key, id, columns) VALUES (?, ?, ?)"
             batch: list[tuple[str, str, bytes]] = []
+            append = batch.append
             rows = 0
             for row in reader:
                 if len(row) != width:
@@ -590,12 +596,18 @@ class StateStore:
                         f"export {export}, line {reader.line_num}: {len(row)} fields "
                         f"where the {dataset.name} data set has {width}"
                     )
-                parts = []
-                for base, value in zip(bases, row, strict=True):
-                    h = base.copy()
-                    h.update(value.encode())
-                    parts.append(h.digest())
-                batch.append((rule.key(row), row[0], b"".join(parts)))
+                append(
+                    (
+                        join_key([row[i] for i in positions]),
+                        row[0],
+                        join(
+                            [
+                                memo[value]
+                                for memo, value in zip(memos, row, strict=True)
+                            ]
+                        ),
+                    )
+                )
                 if len(batch) >= BATCH_ROWS:
                     self._db.executemany(insert, batch)
                     rows += len(batch)
@@ -654,6 +666,31 @@ class StateStore:
         base = hashlib.blake2b(key=self._fingerprint_key, digest_size=FINGERPRINT_SIZE)
         base.update(column.encode() + b"\0")
         return base
+
+
+class _Fingerprints(dict[str, bytes]):
+    """One column's fingerprints, remembered for the values seen lately.
+
+    Most columns repeat a few values (a reason code, a date, a grade) and an ID
+    repeats on neighbouring rows, so most fingerprints are looked up rather than
+    hashed again. At ``MEMO_VALUES`` values it starts over, so memory stays
+    bounded whatever the column holds.
+    """
+
+    __slots__ = ("_base",)
+
+    def __init__(self, base: hashlib.blake2b) -> None:
+        super().__init__()
+        self._base = base
+
+    def __missing__(self, value: str) -> bytes:
+        h = self._base.copy()
+        h.update(value.encode())
+        digest = h.digest()
+        if len(self) >= MEMO_VALUES:
+            self.clear()
+        self[value] = digest
+        return digest
 
 
 def _open(path: Path) -> sqlite3.Connection:
