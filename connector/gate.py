@@ -83,11 +83,17 @@ _SCHEMA = (
 
 _STAGE = (
     "DROP TABLE IF EXISTS temp.staged_row",
+    "DROP TABLE IF EXISTS temp.sorted_row",
     "DROP TABLE IF EXISTS temp.staged",
     """CREATE TEMP TABLE staged_row (
         seq INTEGER PRIMARY KEY,
         key TEXT NOT NULL,
         id TEXT NOT NULL,
+        columns BLOB NOT NULL
+    )""",
+    """CREATE TEMP TABLE sorted_row (
+        seq INTEGER PRIMARY KEY,
+        key TEXT NOT NULL,
         columns BLOB NOT NULL
     )""",
     """CREATE TEMP TABLE staged (
@@ -97,15 +103,28 @@ _STAGE = (
 )
 
 # Repeats of a key are numbered key, key#2, key#3... in the order of their
-# fingerprints, so that the same rows in another order still compare equal.
-_NUMBER_REPEATS = f"""
+# fingerprints, so that the same rows in another order still compare equal. The
+# rows are copied in that order into sorted_row, where a row repeats the key of
+# the row before it (seq - 1) exactly when it is a repeat: the first of each key
+# goes to staged as it is, and the few repeats are numbered from their seq. (A
+# row_number() window does the same but takes three times as long.)
+_SORT_BY_KEY = """
+    INSERT INTO temp.sorted_row (key, columns)
+    SELECT key, columns FROM temp.staged_row ORDER BY key, columns
+"""
+_KEEP_FIRST = """
     INSERT INTO temp.staged (key, columns)
-    SELECT CASE WHEN n = 1 THEN key ELSE key || '{REPEAT_MARK}' || n END, columns
-    FROM (
-        SELECT key, columns,
-            row_number() OVER (PARTITION BY key ORDER BY columns, seq) AS n
-        FROM temp.staged_row
+    SELECT a.key, a.columns FROM temp.sorted_row AS a
+    WHERE NOT EXISTS (
+        SELECT 1 FROM temp.sorted_row AS b WHERE b.seq = a.seq - 1 AND b.key = a.key
     )
+    ORDER BY a.seq
+"""
+_REPEATS = """
+    SELECT a.seq, a.key, a.columns
+    FROM temp.sorted_row AS a JOIN temp.sorted_row AS b
+        ON b.seq = a.seq - 1 AND b.key = a.key
+    ORDER BY a.seq
 """
 _KEEP_UNIQUE = """
     INSERT INTO temp.staged (key, columns)
@@ -629,7 +648,14 @@ class StateStore:
     def _number(self, dataset: DataSet, export: Path) -> None:
         """Fill ``staged`` with one row per key, numbering repeats where allowed."""
         if not key_rule(dataset).is_unique:
-            self._db.execute(_NUMBER_REPEATS)
+            db = self._db
+            db.execute(_SORT_BY_KEY)
+            db.execute(_KEEP_FIRST)
+            db.executemany(
+                "INSERT INTO temp.staged (key, columns) VALUES (?, ?)",
+                _numbered(db.execute(_REPEATS)),
+            )
+            db.execute("DELETE FROM temp.sorted_row")
             return
         try:
             self._db.execute(_KEEP_UNIQUE)
@@ -666,6 +692,19 @@ class StateStore:
         base = hashlib.blake2b(key=self._fingerprint_key, digest_size=FINGERPRINT_SIZE)
         base.update(column.encode() + b"\0")
         return base
+
+
+def _numbered(repeats: Iterable[tuple[int, str, bytes]]) -> Iterator[tuple[str, bytes]]:
+    """Key each repeat ``key#n``, n its place among its key's rows (the first is 1).
+
+    ``repeats`` are the rows of ``sorted_row`` whose key is the one before
+    theirs, in ``seq`` order: a run of repeats of one key has consecutive seqs.
+    """
+    last = n = 0
+    for seq, key, columns in repeats:
+        n = n + 1 if seq == last + 1 else 2
+        last = seq
+        yield f"{key}{REPEAT_MARK}{n}", columns
 
 
 class _Fingerprints(dict[str, bytes]):
