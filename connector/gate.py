@@ -245,6 +245,9 @@ class _Staged:
     sha256: str
     rows: int
     ids: int
+    # The counts against a baseline (added, removed, changed, unchanged), kept
+    # for write_diff after compare, with the baseline they were taken against.
+    counts: tuple[Baseline | None, tuple[int, int, int, int]] | None = None
 
 
 class StateStore:
@@ -326,7 +329,7 @@ class StateStore:
         with self._guard():
             staged = self._stage(dataset, export)
             baseline = self._baseline(dataset.name)
-            added, removed, changed, unchanged = self._count(dataset.name, staged)
+            added, removed, changed, unchanged = self._count(staged, baseline)
         reason = _hold_reason(
             baseline,
             staged.rows,
@@ -374,8 +377,8 @@ class StateStore:
         beside ``report`` and renamed into place.
         """
         staged = self._stage(dataset, export)
-        baseline = self.baseline(dataset.name)
-        added, removed, changed, unchanged = self._count(dataset.name, staged)
+        baseline = self._baseline(dataset.name)
+        added, removed, changed, unchanged = self._count(staged, baseline)
         old_columns = self._baseline_columns(dataset.name) or staged.columns
         head: dict[str, Any] = {
             "dataset": dataset.name,
@@ -484,6 +487,7 @@ class StateStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        staged.counts = None
 
         log.info(
             "gate %s: baseline recorded for run %s: %d rows, %d IDs, sha256 %s",
@@ -666,15 +670,22 @@ class StateStore:
                 "unique, extract it again"
             ) from None
 
-    def _count(self, dataset: str, staged: _Staged) -> tuple[int, int, int, int]:
-        """Added, removed, changed and unchanged keys against the baseline."""
+    def _count(
+        self, staged: _Staged, baseline: Baseline | None
+    ) -> tuple[int, int, int, int]:
+        """Added, removed, changed and unchanged keys against ``baseline``."""
+        if staged.counts is not None and staged.counts[0] == baseline:
+            return staged.counts[1]
+        dataset = staged.dataset
         db = self._db
         matched, unchanged = db.execute(_MATCHES, (dataset,)).fetchone()
         (old,) = db.execute(
             "SELECT count(*) FROM fingerprint WHERE dataset = ?", (dataset,)
         ).fetchone()
         (new,) = db.execute("SELECT count(*) FROM temp.staged").fetchone()
-        return new - matched, old - matched, matched - unchanged, unchanged
+        counts = (new - matched, old - matched, matched - unchanged, unchanged)
+        staged.counts = (baseline, counts)
+        return counts
 
     def _baseline_columns(self, dataset: str) -> tuple[str, ...] | None:
         row = self._db.execute(
