@@ -261,7 +261,11 @@ class StateStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._staged: _Staged | None = None
+        # Each data set staged through this store, by name; the one named by
+        # _active is temp.staged, the others wait under temp."staged:<name>" so
+        # that record() after a send of several data sets need not stage again.
+        self._staged: dict[str, _Staged] = {}
+        self._active: str | None = None
         self._db = _open(self.path)
         try:
             with self._guard():
@@ -291,7 +295,8 @@ class StateStore:
 
     def close(self) -> None:
         """Close the file; the staged export (a temporary table) goes with it."""
-        self._staged = None
+        self._staged = {}
+        self._active = None
         self._db.close()
 
     def baseline(self, dataset: str) -> Baseline | None:
@@ -551,21 +556,23 @@ class StateStore:
             ) from exc
         with raw:
             sha256 = _sha256(raw)
-            staged = self._staged
+            staged = self._staged.pop(dataset.name, None)
             if (
                 staged is not None
-                and staged.dataset == dataset.name
                 and staged.columns == dataset.column_names
                 and staged.sha256 == sha256
             ):
+                self._activate(dataset.name)
+                self._staged[dataset.name] = staged
                 return staged
 
-            self._staged = None
             raw.seek(0)
             text = io.TextIOWrapper(raw, encoding="ascii", newline="")
             db = self._db
             db.execute("BEGIN")
             try:
+                self._park()
+                db.execute(f"DROP TABLE IF EXISTS temp.{_parked(dataset.name)}")
                 for statement in _STAGE:
                     db.execute(statement)
                 rows = self._load(dataset, export, text)
@@ -583,8 +590,31 @@ class StateStore:
                 text.detach()
 
         log.debug("gate %s: %s staged, %d rows", dataset.name, export.name, rows)
-        self._staged = staged
+        self._active = dataset.name
+        self._staged[dataset.name] = staged
         return staged
+
+    def _park(self) -> None:
+        """Rename the active data set's staged table aside (in a transaction)."""
+        if self._active is not None:
+            self._db.execute(
+                f"ALTER TABLE temp.staged RENAME TO {_parked(self._active)}"
+            )
+
+    def _activate(self, name: str) -> None:
+        """Make the parked staged table of data set ``name`` temp.staged again."""
+        if self._active == name:
+            return
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            self._park()
+            db.execute(f"ALTER TABLE temp.{_parked(name)} RENAME TO staged")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._active = name
 
     def _load(self, dataset: DataSet, export: Path, text: IO[str]) -> int:
         """Stream the export's rows into ``staged_row``; return how many."""
@@ -703,6 +733,12 @@ class StateStore:
         base = hashlib.blake2b(key=self._fingerprint_key, digest_size=FINGERPRINT_SIZE)
         base.update(column.encode() + b"\0")
         return base
+
+
+def _parked(dataset: str) -> str:
+    """The quoted name of a data set's staged table while another is active."""
+    name = "staged:" + dataset
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _numbered(repeats: Iterable[tuple[int, str, bytes]]) -> Iterator[tuple[str, bytes]]:

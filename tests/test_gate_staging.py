@@ -65,3 +65,52 @@ def test_a_row_of_the_wrong_width_is_named_by_its_line(tmp_path: Path) -> None:
     with StateStore(tmp_path / "gate.sqlite") as store:
         with pytest.raises(ExportError, match=r"s\.csv, line 3: 9 fields where"):
             store.compare(STUDENTS, export)
+
+
+def test_each_data_set_stays_staged_until_its_record(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A run compares every data set before sending, then records each: the
+    # exports are staged once, and each record stores its own data set's rows.
+    kids = write_export(tmp_path / "s.csv", STUDENTS, [student(n) for n in range(5)])
+    days = [absence(f"S{1000 + n}", "09/02/2025") for n in range(3)]
+    absences = write_export(tmp_path / "a.csv", ATTENDANCE, days)
+    loads = []
+    load = StateStore._load
+    monkeypatch.setattr(
+        StateStore, "_load", lambda self, *a: loads.append(a[0].name) or load(self, *a)
+    )
+    with StateStore(tmp_path / "gate.sqlite") as store:
+        assert store.compare(STUDENTS, kids).added == 5
+        assert store.compare(ATTENDANCE, absences).added == 3
+        store.write_diff(STUDENTS, kids, tmp_path / "s.json")
+        assert store.record(STUDENTS, kids, run_id="r").rows == 5
+        assert store.record(ATTENDANCE, absences, run_id="r").rows == 3
+        assert loads == ["students", "attendance"]
+
+        # A changed file is staged again, the other data set stays as it was.
+        days.append(absence("S1009", "09/03/2025"))
+        write_export(absences, ATTENDANCE, days)
+        assert store.compare(ATTENDANCE, absences).added == 1
+        assert store.compare(STUDENTS, kids).unchanged == 5
+        assert store.compare(ATTENDANCE, absences).added == 1
+        assert loads == ["students", "attendance", "attendance"]
+
+    with StateStore(tmp_path / "gate.sqlite") as store:
+        assert store.compare(STUDENTS, kids).unchanged == 5
+        assert store.compare(ATTENDANCE, absences).unchanged == 3
+
+
+def test_a_refused_export_leaves_the_other_staged_data_set(tmp_path: Path) -> None:
+    kids = write_export(tmp_path / "s.csv", STUDENTS, [student(n) for n in range(5)])
+    twice = write_export(tmp_path / "t.csv", STUDENTS, [student(1), student(1)])
+    days = [absence("S1000", "09/02/2025")]
+    absences = write_export(tmp_path / "a.csv", ATTENDANCE, days)
+    with StateStore(tmp_path / "gate.sqlite") as store:
+        store.compare(ATTENDANCE, absences)
+        store.compare(STUDENTS, kids)
+        with pytest.raises(ExportError, match="more than one row"):
+            store.compare(STUDENTS, twice)
+        assert store.record(ATTENDANCE, absences, run_id="r").rows == 1
+        assert store.record(STUDENTS, kids, run_id="r").rows == 5
+        assert store.compare(STUDENTS, kids).unchanged == 5
