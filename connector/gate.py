@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 BATCH_ROWS = 10_000
+# Fingerprints remembered per column (about 100 bytes each).
+MEMO_VALUES = 4096
 FINGERPRINT_SIZE = 8
 KEY_SEPARATOR = "|"
 REPEAT_MARK = "#"
@@ -81,11 +83,17 @@ _SCHEMA = (
 
 _STAGE = (
     "DROP TABLE IF EXISTS temp.staged_row",
+    "DROP TABLE IF EXISTS temp.sorted_row",
     "DROP TABLE IF EXISTS temp.staged",
     """CREATE TEMP TABLE staged_row (
         seq INTEGER PRIMARY KEY,
         key TEXT NOT NULL,
         id TEXT NOT NULL,
+        columns BLOB NOT NULL
+    )""",
+    """CREATE TEMP TABLE sorted_row (
+        seq INTEGER PRIMARY KEY,
+        key TEXT NOT NULL,
         columns BLOB NOT NULL
     )""",
     """CREATE TEMP TABLE staged (
@@ -95,15 +103,28 @@ _STAGE = (
 )
 
 # Repeats of a key are numbered key, key#2, key#3... in the order of their
-# fingerprints, so that the same rows in another order still compare equal.
-_NUMBER_REPEATS = f"""
+# fingerprints, so that the same rows in another order still compare equal. The
+# rows are copied in that order into sorted_row, where a row repeats the key of
+# the row before it (seq - 1) exactly when it is a repeat: the first of each key
+# goes to staged as it is, and the few repeats are numbered from their seq. (A
+# row_number() window does the same but takes three times as long.)
+_SORT_BY_KEY = """
+    INSERT INTO temp.sorted_row (key, columns)
+    SELECT key, columns FROM temp.staged_row ORDER BY key, columns
+"""
+_KEEP_FIRST = """
     INSERT INTO temp.staged (key, columns)
-    SELECT CASE WHEN n = 1 THEN key ELSE key || '{REPEAT_MARK}' || n END, columns
-    FROM (
-        SELECT key, columns,
-            row_number() OVER (PARTITION BY key ORDER BY columns, seq) AS n
-        FROM temp.staged_row
+    SELECT a.key, a.columns FROM temp.sorted_row AS a
+    WHERE NOT EXISTS (
+        SELECT 1 FROM temp.sorted_row AS b WHERE b.seq = a.seq - 1 AND b.key = a.key
     )
+    ORDER BY a.seq
+"""
+_REPEATS = """
+    SELECT a.seq, a.key, a.columns
+    FROM temp.sorted_row AS a JOIN temp.sorted_row AS b
+        ON b.seq = a.seq - 1 AND b.key = a.key
+    ORDER BY a.seq
 """
 _KEEP_UNIQUE = """
     INSERT INTO temp.staged (key, columns)
@@ -224,6 +245,9 @@ class _Staged:
     sha256: str
     rows: int
     ids: int
+    # The counts against a baseline (added, removed, changed, unchanged), kept
+    # for write_diff after compare, with the baseline they were taken against.
+    counts: tuple[Baseline | None, tuple[int, int, int, int]] | None = None
 
 
 class StateStore:
@@ -237,7 +261,11 @@ class StateStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._staged: _Staged | None = None
+        # Each data set staged through this store, by name; the one named by
+        # _active is temp.staged, the others wait under temp."staged:<name>" so
+        # that record() after a send of several data sets need not stage again.
+        self._staged: dict[str, _Staged] = {}
+        self._active: str | None = None
         self._db = _open(self.path)
         try:
             with self._guard():
@@ -267,7 +295,8 @@ class StateStore:
 
     def close(self) -> None:
         """Close the file; the staged export (a temporary table) goes with it."""
-        self._staged = None
+        self._staged = {}
+        self._active = None
         self._db.close()
 
     def baseline(self, dataset: str) -> Baseline | None:
@@ -305,7 +334,7 @@ class StateStore:
         with self._guard():
             staged = self._stage(dataset, export)
             baseline = self._baseline(dataset.name)
-            added, removed, changed, unchanged = self._count(dataset.name, staged)
+            added, removed, changed, unchanged = self._count(staged, baseline)
         reason = _hold_reason(
             baseline,
             staged.rows,
@@ -353,8 +382,8 @@ class StateStore:
         beside ``report`` and renamed into place.
         """
         staged = self._stage(dataset, export)
-        baseline = self.baseline(dataset.name)
-        added, removed, changed, unchanged = self._count(dataset.name, staged)
+        baseline = self._baseline(dataset.name)
+        added, removed, changed, unchanged = self._count(staged, baseline)
         old_columns = self._baseline_columns(dataset.name) or staged.columns
         head: dict[str, Any] = {
             "dataset": dataset.name,
@@ -463,6 +492,7 @@ class StateStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        staged.counts = None
 
         log.info(
             "gate %s: baseline recorded for run %s: %d rows, %d IDs, sha256 %s",
@@ -526,21 +556,23 @@ class StateStore:
             ) from exc
         with raw:
             sha256 = _sha256(raw)
-            staged = self._staged
+            staged = self._staged.pop(dataset.name, None)
             if (
                 staged is not None
-                and staged.dataset == dataset.name
                 and staged.columns == dataset.column_names
                 and staged.sha256 == sha256
             ):
+                self._activate(dataset.name)
+                self._staged[dataset.name] = staged
                 return staged
 
-            self._staged = None
             raw.seek(0)
             text = io.TextIOWrapper(raw, encoding="ascii", newline="")
             db = self._db
             db.execute("BEGIN")
             try:
+                self._park()
+                db.execute(f"DROP TABLE IF EXISTS temp.{_parked(dataset.name)}")
                 for statement in _STAGE:
                     db.execute(statement)
                 rows = self._load(dataset, export, text)
@@ -558,8 +590,31 @@ class StateStore:
                 text.detach()
 
         log.debug("gate %s: %s staged, %d rows", dataset.name, export.name, rows)
-        self._staged = staged
+        self._active = dataset.name
+        self._staged[dataset.name] = staged
         return staged
+
+    def _park(self) -> None:
+        """Rename the active data set's staged table aside (in a transaction)."""
+        if self._active is not None:
+            self._db.execute(
+                f"ALTER TABLE temp.staged RENAME TO {_parked(self._active)}"
+            )
+
+    def _activate(self, name: str) -> None:
+        """Make the parked staged table of data set ``name`` temp.staged again."""
+        if self._active == name:
+            return
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            self._park()
+            db.execute(f"ALTER TABLE temp.{_parked(name)} RENAME TO staged")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._active = name
 
     def _load(self, dataset: DataSet, export: Path, text: IO[str]) -> int:
         """Stream the export's rows into ``staged_row``; return how many."""
@@ -580,9 +635,13 @@ class StateStore:
 
             rule = key_rule(dataset)
             width = len(dataset.columns)
-            bases = [self._column_hash(name) for name in dataset.column_names]
+            memos = [_Fingerprints(self._column_hash(n)) for n in dataset.column_names]
+            positions = rule.positions
+            join_key = KEY_SEPARATOR.join
+            join = b"".join
             insert = "INSERT INTO temp.staged_row (key, id, columns) VALUES (?, ?, ?)"
             batch: list[tuple[str, str, bytes]] = []
+            append = batch.append
             rows = 0
             for row in reader:
                 if len(row) != width:
@@ -590,12 +649,18 @@ class StateStore:
                         f"export {export}, line {reader.line_num}: {len(row)} fields "
                         f"where the {dataset.name} data set has {width}"
                     )
-                parts = []
-                for base, value in zip(bases, row, strict=True):
-                    h = base.copy()
-                    h.update(value.encode())
-                    parts.append(h.digest())
-                batch.append((rule.key(row), row[0], b"".join(parts)))
+                append(
+                    (
+                        join_key([row[i] for i in positions]),
+                        row[0],
+                        join(
+                            [
+                                memo[value]
+                                for memo, value in zip(memos, row, strict=True)
+                            ]
+                        ),
+                    )
+                )
                 if len(batch) >= BATCH_ROWS:
                     self._db.executemany(insert, batch)
                     rows += len(batch)
@@ -617,7 +682,14 @@ class StateStore:
     def _number(self, dataset: DataSet, export: Path) -> None:
         """Fill ``staged`` with one row per key, numbering repeats where allowed."""
         if not key_rule(dataset).is_unique:
-            self._db.execute(_NUMBER_REPEATS)
+            db = self._db
+            db.execute(_SORT_BY_KEY)
+            db.execute(_KEEP_FIRST)
+            db.executemany(
+                "INSERT INTO temp.staged (key, columns) VALUES (?, ?)",
+                _numbered(db.execute(_REPEATS)),
+            )
+            db.execute("DELETE FROM temp.sorted_row")
             return
         try:
             self._db.execute(_KEEP_UNIQUE)
@@ -628,15 +700,22 @@ class StateStore:
                 "unique, extract it again"
             ) from None
 
-    def _count(self, dataset: str, staged: _Staged) -> tuple[int, int, int, int]:
-        """Added, removed, changed and unchanged keys against the baseline."""
+    def _count(
+        self, staged: _Staged, baseline: Baseline | None
+    ) -> tuple[int, int, int, int]:
+        """Added, removed, changed and unchanged keys against ``baseline``."""
+        if staged.counts is not None and staged.counts[0] == baseline:
+            return staged.counts[1]
+        dataset = staged.dataset
         db = self._db
         matched, unchanged = db.execute(_MATCHES, (dataset,)).fetchone()
         (old,) = db.execute(
             "SELECT count(*) FROM fingerprint WHERE dataset = ?", (dataset,)
         ).fetchone()
         (new,) = db.execute("SELECT count(*) FROM temp.staged").fetchone()
-        return new - matched, old - matched, matched - unchanged, unchanged
+        counts = (new - matched, old - matched, matched - unchanged, unchanged)
+        staged.counts = (baseline, counts)
+        return counts
 
     def _baseline_columns(self, dataset: str) -> tuple[str, ...] | None:
         row = self._db.execute(
@@ -654,6 +733,50 @@ class StateStore:
         base = hashlib.blake2b(key=self._fingerprint_key, digest_size=FINGERPRINT_SIZE)
         base.update(column.encode() + b"\0")
         return base
+
+
+def _parked(dataset: str) -> str:
+    """The quoted name of a data set's staged table while another is active."""
+    name = "staged:" + dataset
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _numbered(repeats: Iterable[tuple[int, str, bytes]]) -> Iterator[tuple[str, bytes]]:
+    """Key each repeat ``key#n``, n its place among its key's rows (the first is 1).
+
+    ``repeats`` are the rows of ``sorted_row`` whose key is the one before
+    theirs, in ``seq`` order: a run of repeats of one key has consecutive seqs.
+    """
+    last = n = 0
+    for seq, key, columns in repeats:
+        n = n + 1 if seq == last + 1 else 2
+        last = seq
+        yield f"{key}{REPEAT_MARK}{n}", columns
+
+
+class _Fingerprints(dict[str, bytes]):
+    """One column's fingerprints, remembered for the values seen lately.
+
+    Most columns repeat a few values (a reason code, a date, a grade) and an ID
+    repeats on neighbouring rows, so most fingerprints are looked up rather than
+    hashed again. At ``MEMO_VALUES`` values it starts over, so memory stays
+    bounded whatever the column holds.
+    """
+
+    __slots__ = ("_base",)
+
+    def __init__(self, base: hashlib.blake2b) -> None:
+        super().__init__()
+        self._base = base
+
+    def __missing__(self, value: str) -> bytes:
+        h = self._base.copy()
+        h.update(value.encode())
+        digest = h.digest()
+        if len(self) >= MEMO_VALUES:
+            self.clear()
+        self[value] = digest
+        return digest
 
 
 def _open(path: Path) -> sqlite3.Connection:
