@@ -299,7 +299,7 @@ def main() -> None:
                             verdicts[key] = check(tool, ds, size, out, work)
                         out.unlink()
             print(
-                f"{'database':<10}{'data set':<12}{'rows':>10}  {'tool':<19}"
+                f"{'database':<11}{'data set':<12}{'rows':>10}  {'tool':<19}"
                 f"{'rows/s':>10}{'of limit':>10}{'peak RSS MiB':>14}  check"
             )
             for db, ds, size in cases:
@@ -311,7 +311,7 @@ def main() -> None:
                     moved = rows + (students_rows() if tool == "connector-run" else 0)
                     rate = moved / statistics.median(times[key])
                     print(
-                        f"{'PostgreSQL' if db == 'pg' else 'MariaDB':<10}{ds:<12}"
+                        f"{'PostgreSQL' if db == 'pg' else 'MariaDB':<11}{ds:<12}"
                         f"{rows:>10}  {tool:<19}{rate:>10,.0f}"
                         f"{statistics.median(ratios[key]):>10.0%}"
                         f"{peaks[key]:>14.0f}  {verdicts[key]}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -40,6 +41,7 @@ from .errors import ConfigError, ExportError
 from .fields import (
     FIXES,
     NOTED_FIXES,
+    QUIET_FIXES,
     ROW_RULES,
     TimeZoneNeeded,
     cleaner,
@@ -199,12 +201,15 @@ def shape_columns(
     columns: Sequence[Any],
     zone: ZoneInfo | None = None,
     first: int = 1,
+    counted: Counter[str] | None = None,
 ) -> tuple[list[pa.Array], list[tuple[int, str, str]], list[int]]:
     """Clean each of the data set's columns.
 
     Returns Arrow string arrays, the notes, and the columns whose cleaned values
     still need the social security number test (a text column the rules left
-    unchanged passed it already, raw).
+    unchanged passed it already, raw). With ``counted``, the fixes that need no
+    closer look at their row (``fields.QUIET_FIXES``) are counted there, as
+    ``column:rule``, instead of noted.
     """
     cleaned: list[pa.Array] = []
     notes: list[tuple[int, str, str]] = []
@@ -214,8 +219,9 @@ def shape_columns(
         found = first_raw_ssn(values, column.kind)
         if found is not None:
             raise ssn_error(dataset, column, first + found)
+        bulk: Counter[str] | None = None if counted is None else Counter()
         try:
-            texts, changes = clean_array(values, column, zone)
+            texts, changes = clean_array(values, column, zone, bulk)
         except TimeZoneNeeded:
             raise ConfigError(
                 f"data set {dataset.name}, column {column.name}: the database "
@@ -224,9 +230,21 @@ def shape_columns(
                 "the school's date"
             ) from None
         cleaned.append(texts)
-        notes.extend((i, column.name, rule) for i, rule in changes)
+        if counted is None:
+            notes.extend((i, column.name, rule) for i, rule in changes)
+        else:
+            assert bulk is not None
+            for i, rule in changes:
+                if rule in QUIET_FIXES:
+                    bulk[rule] += 1
+                else:
+                    notes.append((i, column.name, rule))
+            for rule, n in bulk.items():
+                counted[f"{column.name}:{rule}"] += n
         raw = to_array(values)
-        if column.kind is not Kind.PHONE and (
+        # A cleaned phone is ten digits and a cleaned date mm/dd/yyyy: neither
+        # can take the shape of a social security number.
+        if column.kind not in (Kind.PHONE, Kind.DATE) and (
             changes or raw is None or not pa.types.is_string(raw.type)
         ):
             recheck.append(len(cleaned) - 1)
@@ -301,7 +319,6 @@ class ExportWriter:
         self._csv_options = pacsv.WriteOptions(
             include_header=False, quoting_style="all_valid", eol="\r\n"
         )
-        self._student_set: pa.Array | None = None
 
     @property
     def ids(self) -> Mapping[str, int]:
@@ -317,7 +334,7 @@ class ExportWriter:
         first = self.result.fetched + 1
         columns = batch_columns(batch)
         cleaned, changes, recheck = shape_columns(
-            self.dataset, order, columns, self.zone, first
+            self.dataset, order, columns, self.zone, first, self.result.fixes
         )
         self.result.fetched += len(cleaned[0])
         self._write_columns(first, cleaned, changes, recheck)
@@ -343,31 +360,44 @@ class ExportWriter:
         each row did before; the others are only counted.
         """
         count = len(cleaned[0])
+        # The counted fixes (a phone's punctuation stripped, a name
+        # transliterated) were added up by ``shape_columns``: each change here
+        # asks for a closer look at its row.
         by_row: dict[int, list[tuple[str, str]]] = {}
         for i, column, rule in changes:
             by_row.setdefault(i, []).append((column, rule))
-        # Rows whose only changes are counted fixes need no closer look.
-        quiet = {
-            i
-            for i, row_changes in by_row.items()
-            if all(r in FIXES and r not in NOTED_FIXES for _, r in row_changes)
-        }
         suspect = self._suspects(cleaned, recheck)
-        look = sorted((set(by_row) - quiet) | suspect)
-        texts: list[list[Any]] | None = None
-        if len(look) > count // 50:
-            texts = [c.to_pylist() for c in cleaned]
+        look = sorted(set(by_row) | suspect)
+        # The rows to look at, taken out of the columns in one call each.
+        picked: dict[int, tuple[str, ...]] = {}
+        if look:
+            where = pa.array(look, pa.int64())
+            values = [c.take(where).to_pylist() for c in cleaned]
+            picked = dict(zip(look, zip(*values, strict=True), strict=True))
 
         def row_at(i: int) -> tuple[str, ...]:
-            if texts is not None:
-                return tuple(t[i] for t in texts)
-            return tuple(c[i].as_py() for c in cleaned)
+            row = picked.get(i)
+            return row if row is not None else tuple(c[i].as_py() for c in cleaned)
 
         rejected: list[int] = []
         result = self.result
         checks_each = self.dataset.unique_ids or self._clashing_ids is not None
+        keys: list[str] = []
         if checks_each:
-            keys = texts[0] if texts is not None else cleaned[0].to_pylist()
+            keys = cleaned[0].to_pylist()
+        if checks_each and not self._may_repeat(keys):
+            # No key of this batch repeats another of it, an earlier row's or a
+            # clashing ID: only the rows to look at can be rejected.
+            for i in look:
+                if not self._judge(first + i, row_at(i), by_row.get(i, ())):
+                    rejected.append(i)
+            if self.dataset.unique_ids:
+                looked = set(look)
+                self._ids.update(
+                    (key, first + i) for i, key in enumerate(keys) if i not in looked
+                )
+            result.written += count - len(look)
+        elif checks_each:
             looked = set(look)
             ids, clash = self._ids, self._clashing_ids
             for i, key in enumerate(keys):
@@ -378,16 +408,11 @@ class ExportWriter:
                 if self.dataset.unique_ids:
                     ids[key] = first + i
                 result.written += 1
-                if i in quiet:
-                    self._count_fixes(by_row[i])
         else:
-            looked = set(look)
             for i in look:
                 if not self._judge(first + i, row_at(i), by_row.get(i, ())):
                     rejected.append(i)
             result.written += count - len(look)
-            for i in quiet - looked:
-                self._count_fixes(by_row[i])
         table = pa.Table.from_arrays(
             cleaned, names=[f"c{n}" for n in range(len(cleaned))]
         )
@@ -399,10 +424,16 @@ class ExportWriter:
         if table.num_rows:
             pacsv.write_csv(table, self._file, self._csv_options)
 
-    def _count_fixes(self, changes: Iterable[tuple[str, str]]) -> None:
-        fixes = self.result.fixes
-        for column, rule in changes:
-            fixes[f"{column}:{rule}"] += 1
+    def _may_repeat(self, keys: list[str]) -> bool:
+        """Whether a key of the batch may repeat another one, an earlier row's,
+        or a clashing ID (set operations, no Python loop over the rows)."""
+        unique = set(keys)
+        if len(unique) != len(keys):
+            return True
+        if not self._ids.keys().isdisjoint(unique):
+            return True
+        clash = self._clashing_ids
+        return clash is not None and not clash.keys().isdisjoint(unique)
 
     def _suspects(self, cleaned: list[pa.Array], recheck: Iterable[int]) -> set[int]:
         """Rows a vectorised test cannot clear: empty required fields, long IDs,
@@ -419,12 +450,14 @@ class ExportWriter:
         for i in recheck:
             found.update(ssn_candidates(cleaned[i], columns[i].kind))
         if self._student_ids is not None:
-            if self._student_set is None:
-                self._student_set = pa.array(list(self._student_ids), pa.string())
-            known = pc.is_in(cleaned[0], value_set=self._student_set)
-            unknown = pc.invert(known)
-            if pc.any(unknown).as_py():
-                found.update(pc.indices_nonzero(unknown).to_pylist())
+            # Each student has many absences in a batch: look up its distinct
+            # IDs (a set lookup each), not every row against all the students.
+            known = self._student_ids
+            distinct = pc.unique(cleaned[0]).to_pylist()
+            unknown = list(itertools.filterfalse(known.__contains__, distinct))
+            if unknown:
+                rows = pc.is_in(cleaned[0], value_set=pa.array(unknown, pa.string()))
+                found.update(pc.indices_nonzero(rows).to_pylist())
         return found
 
     def _judge(

@@ -63,6 +63,8 @@ WARNINGS = frozenset(
 )
 NOTED_FIXES = frozenset({"truncated"})
 """Fixes that also get a row note: the value was kept, but not whole."""
+QUIET_FIXES = FIXES - NOTED_FIXES
+"""Fixes that are only counted: nothing about their row needs a closer look."""
 ROW_RULES = frozenset({"id_not_ascii"})
 """Rules a cleaner reports that reject the whole row (see csvout.REJECTIONS)."""
 NO_RULES: tuple[str, ...] = ()

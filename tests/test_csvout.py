@@ -352,3 +352,76 @@ def test_any_unicode_gives_strict_ascii_csv(rows: list[tuple[Any, Any]]) -> None
     parsed = list(csv.reader(io.StringIO(text, newline="")))
     expected, _ = shape_batch(TEXT, {"a": 0, "b": 1}, list(rows))
     assert [tuple(r) for r in parsed[1:]] == expected
+
+
+_IDS = st.sampled_from(["S1", "S2", "S3", "S4", "S5", "", "x" * 300])
+_NAMES = st.sampled_from(["Ann", "Zoë", "", None, "Łucja O’Brien", "x" * 300])
+_PHONES = st.sampled_from([None, "(217) 555-0140", "217.555.0141", "N/A", "x12"])
+
+
+def _split_write(
+    dataset: DataSet,
+    rows: list[tuple[Any, ...]],
+    cuts: list[int],
+    path: Path,
+    checks_each_row: bool = False,
+    **kw: Any,
+) -> tuple[bytes | str, Any, dict[str, int]]:
+    """Write ``rows`` in batches cut at ``cuts``: the bytes (or the error),
+    the result and the IDs kept. ``checks_each_row`` takes the row-by-row ID
+    checks for every batch."""
+    writer = ExportWriter(dataset, path, policy=DROP, **kw)
+    if checks_each_row:
+        writer._may_repeat = lambda keys: True  # type: ignore[method-assign]
+    order = column_order(dataset, list(dataset.selected_names))
+    bounds = [0, *sorted(set(cuts)), len(rows)]
+    try:
+        for start, end in zip(bounds, bounds[1:], strict=False):
+            writer.write_batch(order, rows[start:end])
+        writer.finish()
+    except ExportError as exc:
+        writer.discard()
+        return str(exc), None, {}
+    writer.commit()
+    return path.read_bytes(), writer.result, dict(writer.ids)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    students=st.lists(st.tuples(_IDS, _NAMES, _PHONES), max_size=25),
+    absences=st.lists(_IDS, max_size=25),
+    cuts=st.lists(st.integers(0, 25), max_size=4),
+)
+def test_how_rows_fall_into_batches_changes_nothing(
+    students: list[tuple[str, Any, Any]], absences: list[str], cuts: list[int]
+) -> None:
+    """Batches without a repeated ID skip the row-by-row ID checks: cut
+    anywhere, the file, every count and note, and the IDs kept are the same as
+    with those checks on every row."""
+    rows = [student(sid, first, phone=phone) for sid, first, phone in students]
+    visits = [(sid, "A", "2025-08-04", 1) for sid in absences]
+    staff = [(sid, "Ray", "Al", None, None, None, None, None, None) for sid in absences]
+    with tempfile.TemporaryDirectory() as folder:
+        base = Path(folder)
+        whole = _split_write(STUDENTS, rows, cuts, base / "a.csv")
+        single = _split_write(STUDENTS, rows, [], base / "b.csv", True)
+        assert whole[0] == single[0]
+        if whole[1] is None:
+            return
+        assert whole[1].notes == single[1].notes
+        assert (whole[1].fixes, whole[1].warnings, whole[1].rejections) == (
+            single[1].fixes,
+            single[1].warnings,
+            single[1].rejections,
+        )
+        assert whole[2] == single[2]
+        for dataset, extra, kw in (
+            (ATTENDANCE, visits, {"student_ids": whole[2]}),
+            (STAFF, staff, {"clashing_ids": whole[2]}),
+        ):
+            a = _split_write(dataset, extra, cuts, base / "c.csv", **kw)
+            b = _split_write(dataset, extra, [], base / "d.csv", True, **kw)
+            assert a[0] == b[0]
+            if a[1] is not None:
+                assert a[1].notes == b[1].notes and a[2] == b[2]
+                assert (a[1].written, a[1].rejected) == (b[1].written, b[1].rejected)
