@@ -664,7 +664,7 @@ class StateStore:
         names = [f"c{i}" for i in range(len(dataset.columns))]
         options = {
             "read_options": pacsv.ReadOptions(
-                column_names=names, use_threads=False, block_size=4 * BLOCK_BYTES
+                column_names=names, use_threads=False, block_size=8 * BLOCK_BYTES
             ),
             "parse_options": pacsv.ParseOptions(ignore_empty_lines=False),
             "convert_options": pacsv.ConvertOptions(
@@ -706,7 +706,6 @@ class StateStore:
             keys = pc.binary_join_element_wise(
                 *(columns[i] for i in rule.positions), KEY_SEPARATOR
             )
-        key_list = keys.to_numpy(zero_copy_only=False).tolist()
         width = prints.shape[1]
         if rule.positions == (0,):
             id_sql = "k.value"
@@ -716,18 +715,21 @@ class StateStore:
         ):
             id_sql = f"substr(k.value, 1, instr(k.value, '{KEY_SEPARATOR}') - 1)"
         else:
-            ids = columns[0].to_numpy(zero_copy_only=False).tolist()
-            blobs = prints.view(f"V{width}").ravel().tolist()
             self._db.executemany(
                 "INSERT INTO temp.staged_row (key, id, columns) VALUES (?, ?, ?)",
-                zip(key_list, ids, blobs, strict=True),
+                zip(
+                    _strings(keys),
+                    _strings(columns[0]),
+                    prints.view(f"V{width}").ravel().tolist(),
+                    strict=True,
+                ),
             )
             return
         self._db.execute(
             "INSERT INTO temp.staged_row (key, id, columns) "
             f"SELECT k.value, {id_sql}, substr(?2, k.key * ?3 + 1, ?3) "
             "FROM json_each(?1) AS k",
-            (json.dumps(key_list), prints.tobytes(), width),
+            (_json_array(keys), prints.tobytes(), width),
         )
 
     def _load_rows(
@@ -876,16 +878,20 @@ def _numbered(repeats: Iterable[tuple[int, str, bytes]]) -> Iterator[tuple[str, 
 def _blocks(raw: IO[bytes]) -> Iterator[bytes]:
     """The rest of ``raw`` in blocks of about ``BLOCK_BYTES`` that end after CR LF.
 
-    A CR LF inside a quoted value ends a block too: pyarrow then fails to read
-    the block, or it is not written again the same, and csv.reader takes over.
+    A CR LF inside a quoted value ends a block too, and four blocks' worth
+    without one (a file with other line ends) are given as they are: pyarrow
+    then fails to read the block, or it is not written again the same, and
+    csv.reader takes over. No block is longer than five times ``BLOCK_BYTES``.
     """
     rest = b""
     while block := raw.read(BLOCK_BYTES):
         block = rest + block
         end = block.rfind(b"\r\n") + 2
         if end < 2:
-            rest = block
-            continue
+            if len(block) < 4 * BLOCK_BYTES:
+                rest = block
+                continue
+            end = len(block)
         rest = block[end:]
         yield block[:end]
     if rest:
@@ -898,8 +904,34 @@ def _written(columns: Sequence[pa.Array]) -> pa.Buffer:
     quoted = [pc.replace_substring(column, '"', '""') for column in columns]
     fields = pc.binary_join_element_wise(*quoted, '","')
     records = pc.binary_join_element_wise('"', fields, '"\r\n', "")
-    whole = pa.ListArray.from_arrays(pa.array([0, len(records)], pa.int32()), records)
-    joined: pa.Buffer = pc.binary_join(whole, "")[0].as_buffer()
+    joined: pa.Buffer = _concatenated(records, "").as_buffer()
+    return joined
+
+
+def _strings(values: pa.Array) -> list[str]:
+    strings: list[str] = values.to_numpy(zero_copy_only=False).tolist()
+    return strings
+
+
+def _json_array(values: pa.Array) -> str:
+    """``values`` (ASCII) as a JSON array of strings.
+
+    Built with pyarrow where only quotes and backslashes need escaping, faster
+    than making a str of each; values holding a control character go through
+    ``json.dumps``.
+    """
+    if pc.any(pc.match_substring_regex(values, "[\\x00-\\x1f]")).as_py():
+        return json.dumps(_strings(values))
+    escaped = pc.replace_substring(values, "\\", "\\\\")
+    escaped = pc.replace_substring(escaped, '"', '\\"')
+    text: str = _concatenated(escaped, '","').as_py()
+    return f'["{text}"]' if len(values) else "[]"
+
+
+def _concatenated(values: pa.Array, separator: str) -> pa.StringScalar:
+    """All of ``values`` in one string, ``separator`` between them."""
+    whole = pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values)
+    joined: pa.StringScalar = pc.binary_join(whole, separator)[0]
     return joined
 
 
@@ -1074,14 +1106,20 @@ def _split(fingerprints: bytes) -> Iterator[bytes]:
 def _write_list(out: IO[str], name: str, items: Iterable[Any]) -> None:
     """Write ``"name": [...]`` one item a line, streaming from ``items``.
 
-    ``WRITE_ITEMS`` items at a time go out in one write, a list of millions of
-    added keys being several times faster so than with a write per item.
+    ``WRITE_ITEMS`` items at a time go out in one write: a list of millions of
+    added keys is several times faster so than with a write per item.
     """
     out.write(f"  {json.dumps(name)}: [")
     lead = "\n    "
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, WRITE_ITEMS)):
-        out.write(lead + ",\n    ".join(map(json.dumps, chunk)))
+        if all(type(item) is str for item in chunk):
+            # A list of keys in one call: json.dumps puts the separator between
+            # items and only brackets around them.
+            text = json.dumps(chunk, separators=(",\n    ", ": "))[1:-1]
+        else:
+            text = ",\n    ".join(map(json.dumps, chunk))
+        out.write(lead + text)
         lead = ",\n    "
     out.write("]" if lead == "\n    " else "\n  ]")
 
