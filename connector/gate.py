@@ -24,6 +24,7 @@ import datetime as dt
 import errno
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -36,6 +37,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from .csvout import csv_record
 from .datasets import DataSet
 from .errors import ConnectorError, ExportError
 
@@ -43,6 +50,12 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 BATCH_ROWS = 10_000
+# Bytes of an export parsed at a time by the columnar path (about 8,000
+# attendance rows): larger blocks are no faster, and pyarrow's parser holds
+# several times a block's size while it works.
+BLOCK_BYTES = 1 << 18
+# Items of a diff report's list written at a time.
+WRITE_ITEMS = 10_000
 # Fingerprints remembered per column (about 100 bytes each).
 MEMO_VALUES = 4096
 FINGERPRINT_SIZE = 8
@@ -567,7 +580,6 @@ class StateStore:
                 return staged
 
             raw.seek(0)
-            text = io.TextIOWrapper(raw, encoding="ascii", newline="")
             db = self._db
             db.execute("BEGIN")
             try:
@@ -575,7 +587,7 @@ class StateStore:
                 db.execute(f"DROP TABLE IF EXISTS temp.{_parked(dataset.name)}")
                 for statement in _STAGE:
                     db.execute(statement)
-                rows = self._load(dataset, export, text)
+                rows = self._load(dataset, export, raw)
                 self._number(dataset, export)
                 ids = db.execute("SELECT count(DISTINCT id) FROM temp.staged_row")
                 staged = _Staged(
@@ -586,8 +598,6 @@ class StateStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            finally:
-                text.detach()
 
         log.debug("gate %s: %s staged, %d rows", dataset.name, export.name, rows)
         self._active = dataset.name
@@ -616,8 +626,120 @@ class StateStore:
             raise
         self._active = name
 
-    def _load(self, dataset: DataSet, export: Path, text: IO[str]) -> int:
-        """Stream the export's rows into ``staged_row``; return how many."""
+    def _load(self, dataset: DataSet, export: Path, raw: IO[bytes]) -> int:
+        """Stream the export's rows into ``staged_row``; return how many.
+
+        An export as the connector writes it (the exact header, every field
+        quoted, CR LF) goes through pyarrow, many times faster than row by row;
+        anything else, and any block that pyarrow reads differently from
+        ``csv.reader`` or that is not ASCII, starts over with ``csv.reader``, whose
+        keys and fingerprints are the same and whose errors name the line.
+        """
+        memos = [_Fingerprints(self._column_hash(n)) for n in dataset.column_names]
+        rows = self._load_columns(dataset, raw, memos)
+        if rows is not None:
+            return rows
+        self._db.execute("DELETE FROM temp.staged_row")
+        raw.seek(0)
+        text = io.TextIOWrapper(raw, encoding="ascii", newline="")
+        try:
+            return self._load_rows(dataset, export, text, memos)
+        finally:
+            text.detach()
+
+    def _load_columns(
+        self, dataset: DataSet, raw: IO[bytes], memos: Sequence[_Fingerprints]
+    ) -> int | None:
+        """Load an export in the writer's strict form a block at a time, with
+        pyarrow; None (with some rows loaded) where the file is not in that form.
+
+        Each block is proved to be exactly the strict form of the values pyarrow
+        read from it: written again from those values it gives the same bytes. So
+        ``csv.reader`` reads the same values, whatever pyarrow's own rules for
+        stray quotes, empty lines or line ends.
+        """
+        if raw.read(len(header := csv_record(dataset.headers))) != header:
+            return None
+        rule = key_rule(dataset)
+        names = [f"c{i}" for i in range(len(dataset.columns))]
+        options = {
+            "read_options": pacsv.ReadOptions(
+                column_names=names, use_threads=False, block_size=8 * BLOCK_BYTES
+            ),
+            "parse_options": pacsv.ParseOptions(ignore_empty_lines=False),
+            "convert_options": pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        }
+        rows = 0
+        for block in _blocks(raw):
+            # NUL is left to csv.reader: SQLite's JSON would not keep it in a key.
+            if not block.isascii() or b"\0" in block:
+                return None
+            data = pa.py_buffer(block)
+            try:
+                table = pacsv.read_csv(data, **options)
+            except pa.ArrowException:
+                return None
+            columns = [column.combine_chunks() for column in table.columns]
+            if not _written(columns).equals(data):
+                return None
+            self._insert(rule, columns, _fingerprints(columns, memos))
+            rows += table.num_rows
+        return rows
+
+    def _insert(
+        self, rule: KeyRule, columns: Sequence[pa.Array], prints: np.ndarray
+    ) -> None:
+        """Insert one block's keys, IDs and fingerprints into ``staged_row``.
+
+        The keys go in as one JSON array and the fingerprints as one blob that
+        SQLite cuts per row, twice as fast as binding each row. The ID is the
+        key itself, or the key's first part where the key starts with the ID
+        and no ID holds the separator; otherwise each row is bound.
+        """
+        if len(rule.positions) == 1:
+            keys = columns[rule.positions[0]]
+        else:
+            keys = pc.binary_join_element_wise(
+                *(columns[i] for i in rule.positions), KEY_SEPARATOR
+            )
+        width = prints.shape[1]
+        if rule.positions == (0,):
+            id_sql = "k.value"
+        elif (
+            rule.positions[0] == 0
+            and not pc.any(pc.match_substring(columns[0], KEY_SEPARATOR)).as_py()
+        ):
+            id_sql = f"substr(k.value, 1, instr(k.value, '{KEY_SEPARATOR}') - 1)"
+        else:
+            self._db.executemany(
+                "INSERT INTO temp.staged_row (key, id, columns) VALUES (?, ?, ?)",
+                zip(
+                    _strings(keys),
+                    _strings(columns[0]),
+                    prints.view(f"V{width}").ravel().tolist(),
+                    strict=True,
+                ),
+            )
+            return
+        self._db.execute(
+            "INSERT INTO temp.staged_row (key, id, columns) "
+            f"SELECT k.value, {id_sql}, substr(?2, k.key * ?3 + 1, ?3) "
+            "FROM json_each(?1) AS k",
+            (_json_array(keys), prints.tobytes(), width),
+        )
+
+    def _load_rows(
+        self,
+        dataset: DataSet,
+        export: Path,
+        text: IO[str],
+        memos: Sequence[_Fingerprints],
+    ) -> int:
+        """Stream the export's rows into ``staged_row`` with ``csv.reader``."""
         reader = csv.reader(text)
         try:
             header = next(reader, None)
@@ -635,7 +757,6 @@ class StateStore:
 
             rule = key_rule(dataset)
             width = len(dataset.columns)
-            memos = [_Fingerprints(self._column_hash(n)) for n in dataset.column_names]
             positions = rule.positions
             join_key = KEY_SEPARATOR.join
             join = b"".join
@@ -752,6 +873,85 @@ def _numbered(repeats: Iterable[tuple[int, str, bytes]]) -> Iterator[tuple[str, 
         n = n + 1 if seq == last + 1 else 2
         last = seq
         yield f"{key}{REPEAT_MARK}{n}", columns
+
+
+def _blocks(raw: IO[bytes]) -> Iterator[bytes]:
+    """The rest of ``raw`` in blocks of about ``BLOCK_BYTES`` that end after CR LF.
+
+    A CR LF inside a quoted value ends a block too, and four blocks' worth
+    without one (a file with other line ends) are given as they are: pyarrow
+    then fails to read the block, or it is not written again the same, and
+    csv.reader takes over. No block is longer than five times ``BLOCK_BYTES``.
+    """
+    rest = b""
+    while block := raw.read(BLOCK_BYTES):
+        block = rest + block
+        end = block.rfind(b"\r\n") + 2
+        if end < 2:
+            if len(block) < 4 * BLOCK_BYTES:
+                rest = block
+                continue
+            end = len(block)
+        rest = block[end:]
+        yield block[:end]
+    if rest:
+        yield rest
+
+
+def _written(columns: Sequence[pa.Array]) -> pa.Buffer:
+    """The records holding ``columns``' values as the connector writes them:
+    every field quoted, quotes doubled, CR LF at the end (as ``csv_record``)."""
+    quoted = [pc.replace_substring(column, '"', '""') for column in columns]
+    fields = pc.binary_join_element_wise(*quoted, '","')
+    records = pc.binary_join_element_wise('"', fields, '"\r\n', "")
+    joined: pa.Buffer = _concatenated(records, "").as_buffer()
+    return joined
+
+
+def _strings(values: pa.Array) -> list[str]:
+    strings: list[str] = values.to_numpy(zero_copy_only=False).tolist()
+    return strings
+
+
+def _json_array(values: pa.Array) -> str:
+    """``values`` (ASCII) as a JSON array of strings.
+
+    Built with pyarrow where only quotes and backslashes need escaping, faster
+    than making a str of each; values holding a control character go through
+    ``json.dumps``.
+    """
+    if pc.any(pc.match_substring_regex(values, "[\\x00-\\x1f]")).as_py():
+        return json.dumps(_strings(values))
+    escaped = pc.replace_substring(values, "\\", "\\\\")
+    escaped = pc.replace_substring(escaped, '"', '\\"')
+    text: str = _concatenated(escaped, '","').as_py()
+    return f'["{text}"]' if len(values) else "[]"
+
+
+def _concatenated(values: pa.Array, separator: str) -> pa.StringScalar:
+    """All of ``values`` in one string, ``separator`` between them."""
+    whole = pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values)
+    joined: pa.StringScalar = pc.binary_join(whole, separator)[0]
+    return joined
+
+
+def _fingerprints(
+    columns: Sequence[pa.Array], memos: Sequence[_Fingerprints]
+) -> np.ndarray:
+    """Each row's column fingerprints side by side, one row of bytes per row.
+
+    Each distinct value of a column in the block is hashed (or looked up) once,
+    and its fingerprint spread to the rows holding it.
+    """
+    rows = len(columns[0]) if columns else 0
+    prints = np.empty((rows, FINGERPRINT_SIZE * len(columns)), dtype=np.uint8)
+    for n, (column, memo) in enumerate(zip(columns, memos, strict=True)):
+        encoded = pc.dictionary_encode(column)
+        digests = b"".join([memo[value] for value in encoded.dictionary.to_pylist()])
+        table = np.frombuffer(digests, dtype=np.uint8).reshape(-1, FINGERPRINT_SIZE)
+        start = n * FINGERPRINT_SIZE
+        prints[:, start : start + FINGERPRINT_SIZE] = table[encoded.indices.to_numpy()]
+    return prints
 
 
 class _Fingerprints(dict[str, bytes]):
@@ -904,14 +1104,24 @@ def _split(fingerprints: bytes) -> Iterator[bytes]:
 
 
 def _write_list(out: IO[str], name: str, items: Iterable[Any]) -> None:
-    """Write ``"name": [...]`` one item a line, streaming from ``items``."""
+    """Write ``"name": [...]`` one item a line, streaming from ``items``.
+
+    ``WRITE_ITEMS`` items at a time go out in one write: a list of millions of
+    added keys is several times faster so than with a write per item.
+    """
     out.write(f"  {json.dumps(name)}: [")
-    first = True
-    for item in items:
-        out.write("\n    " if first else ",\n    ")
-        out.write(json.dumps(item))
-        first = False
-    out.write("]" if first else "\n  ]")
+    lead = "\n    "
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, WRITE_ITEMS)):
+        if all(type(item) is str for item in chunk):
+            # A list of keys in one call: json.dumps puts the separator between
+            # items and only brackets around them.
+            text = json.dumps(chunk, separators=(",\n    ", ": "))[1:-1]
+        else:
+            text = ",\n    ".join(map(json.dumps, chunk))
+        out.write(lead + text)
+        lead = ",\n    "
+    out.write("]" if lead == "\n    " else "\n  ]")
 
 
 def _sha256(file: IO[bytes]) -> str:

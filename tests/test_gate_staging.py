@@ -1,16 +1,23 @@
 """The gate's fast staging path gives the keys and fingerprints of the plain one."""
 
+import csv
 import hashlib
+import io
+import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
 from connector import gate
-from connector.datasets import ATTENDANCE, STUDENTS
+from connector.datasets import ATTENDANCE, STUDENTS, DataSet
 from connector.errors import ExportError
-from connector.gate import StateStore
+from connector.gate import StateStore, key_rule
 from tests.test_gate import absence, student, write_export
+
+Row3 = tuple[str, str, bytes]
 
 
 def staged(store: StateStore) -> list[tuple[str, bytes]]:
@@ -114,3 +121,156 @@ def test_a_refused_export_leaves_the_other_staged_data_set(tmp_path: Path) -> No
         assert store.record(ATTENDANCE, absences, run_id="r").rows == 1
         assert store.record(STUDENTS, kids, run_id="r").rows == 5
         assert store.compare(STUDENTS, kids).unchanged == 5
+
+
+def old_fingerprints(store: StateStore, dataset: DataSet, path: Path) -> list[Row3]:
+    """The staged rows as the row-by-row loader made them before the columnar one."""
+    rule = key_rule(dataset)
+    rows = []
+    with path.open(newline="", encoding="ascii") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for row in reader:
+            parts = []
+            for name, value in zip(dataset.column_names, row, strict=True):
+                h = hashlib.blake2b(key=store._fingerprint_key, digest_size=8)
+                h.update(name.encode() + b"\0")
+                h.update(value.encode())
+                parts.append(h.digest())
+            rows.append((rule.key(row), row[0], b"".join(parts)))
+    return sorted(rows)
+
+
+def staged_rows(store: StateStore, dataset: DataSet, path: Path) -> list[Row3]:
+    """What ``_load`` puts in ``staged_row`` for ``path``."""
+    db = store._db
+    db.execute("BEGIN")
+    try:
+        for statement in gate._STAGE:
+            db.execute(statement)
+        with path.open("rb") as raw:
+            store._load(dataset, path, raw)
+        return sorted(db.execute("SELECT key, id, columns FROM temp.staged_row"))
+    finally:
+        db.execute("ROLLBACK")
+
+
+HOSTILE = [
+    "",
+    '"',
+    '""',
+    ",",
+    '","',
+    "a,b",
+    'say "hi"',
+    '"quoted"',
+    " lead and trail ",
+    "x|y",
+    "|",
+    "#2",
+    "back\\slash",
+    "tab\there",
+    "\x01ctl",
+]
+
+
+def hostile_rows(rng: random.Random, count: int, width: int) -> list[tuple[str, ...]]:
+    rows = []
+    for n in range(count):
+        row = [rng.choice(HOSTILE + [f"v{n % 7}", f"S{n % 13}"]) for _ in range(width)]
+        rows.append(tuple(row))
+    return rows + rows[: count // 5]  # repeated rows, so repeated keys
+
+
+@pytest.mark.parametrize("dataset", [ATTENDANCE, STUDENTS], ids=lambda d: d.name)
+@pytest.mark.parametrize("block", [64, 1 << 18])
+def test_columnar_loading_stages_what_row_by_row_did(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dataset: DataSet, block: int
+) -> None:
+    # Small blocks split the file in many places; every block goes the
+    # columnar way (csv.reader is never asked), and gives the old rows.
+    monkeypatch.setattr(gate, "BLOCK_BYTES", block)
+    monkeypatch.setattr(gate, "MEMO_VALUES", 5)
+    rows = hostile_rows(random.Random(block), 400, len(dataset.columns))
+    export = write_export(tmp_path / "x.csv", dataset, rows)
+    with StateStore(tmp_path / "gate.sqlite") as store:
+        expected = old_fingerprints(store, dataset, export)
+        monkeypatch.setattr(StateStore, "_load_rows", None)
+        assert staged_rows(store, dataset, export) == expected
+        assert len(expected) == len(rows)
+
+
+def test_an_id_holding_the_key_separator_keeps_its_whole_id(tmp_path: Path) -> None:
+    rows = [absence("S|1", "09/02/2025"), absence("S2", "09/02/2025")]
+    export = write_export(tmp_path / "a.csv", ATTENDANCE, rows)
+    with StateStore(tmp_path / "gate.sqlite") as store:
+        got = staged_rows(store, ATTENDANCE, export)
+        assert [(key, id_) for key, id_, _ in got] == [
+            ("S2|09/02/2025", "S2"),
+            ("S|1|09/02/2025", "S|1"),
+        ]
+        assert got == old_fingerprints(store, ATTENDANCE, export)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["lf", "unquoted", "newline-in-value", "nul", "no-final-crlf", "empty-line-end"],
+)
+def test_a_file_in_another_shape_is_read_as_csv_reader_reads_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shape: str
+) -> None:
+    monkeypatch.setattr(gate, "BLOCK_BYTES", 64)
+    rows = [absence(f"S{n}", f"09/0{1 + n % 9}/2025", "EXC", f"{n}") for n in range(30)]
+    export = write_export(tmp_path / "a.csv", ATTENDANCE, rows)
+    data = export.read_bytes()
+    if shape == "lf":
+        data = data.replace(b"\r\n", b"\n")
+    elif shape == "unquoted":
+        data = data.replace(b'"S1"', b"S1").replace(b'"S2",', b'S"2",')
+    elif shape == "newline-in-value":
+        data = data.replace(b'"EXC","09/05', b'"E\r\nXC","09/05')
+    elif shape == "nul":
+        data = data.replace(b'"S3"', b'"S\x003"')
+    elif shape == "no-final-crlf":
+        data = data[:-2]
+    export.write_bytes(data)
+    if shape == "empty-line-end":
+        with StateStore(tmp_path / "gate.sqlite") as store:
+            export.write_bytes(data + b"\r\n")
+            with pytest.raises(ExportError, match=r"a\.csv, line 32: 0 fields where"):
+                store.compare(ATTENDANCE, export)
+        return
+    fallbacks = []
+    load_rows = StateStore._load_rows
+    monkeypatch.setattr(
+        StateStore,
+        "_load_rows",
+        lambda self, *a: fallbacks.append(1) or load_rows(self, *a),
+    )
+    with StateStore(tmp_path / "gate.sqlite") as store:
+        assert staged_rows(store, ATTENDANCE, export) == old_fingerprints(
+            store, ATTENDANCE, export
+        )
+    assert fallbacks == [1]
+
+
+def old_write_list(out: IO[str], name: str, items: Iterable[Any]) -> None:
+    """``_write_list`` as it was, one write per item."""
+    out.write(f"  {json.dumps(name)}: [")
+    first = True
+    for item in items:
+        out.write("\n    " if first else ",\n    ")
+        out.write(json.dumps(item))
+        first = False
+    out.write("]" if first else "\n  ]")
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 9_999, 10_000, 10_001, 25_003])
+def test_diff_lists_are_written_as_before(count: int) -> None:
+    keys = [f'S{n}|09/02/2025#{n % 3}"\\' for n in range(count)]
+    changes = [{"id": key, "columns": ["Phone", "Email"]} for key in keys]
+    for items in (keys, changes):
+        old, new = io.StringIO(), io.StringIO()
+        old_write_list(old, "added", iter(items))
+        gate._write_list(new, "added", iter(items))
+        assert new.getvalue() == old.getvalue()
