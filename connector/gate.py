@@ -37,7 +37,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -691,7 +690,7 @@ class StateStore:
         return rows
 
     def _insert(
-        self, rule: KeyRule, columns: Sequence[pa.Array], prints: np.ndarray
+        self, rule: KeyRule, columns: Sequence[pa.Array], prints: pa.Array
     ) -> None:
         """Insert one block's keys, IDs and fingerprints into ``staged_row``.
 
@@ -706,7 +705,7 @@ class StateStore:
             keys = pc.binary_join_element_wise(
                 *(columns[i] for i in rule.positions), KEY_SEPARATOR
             )
-        width = prints.shape[1]
+        width = FINGERPRINT_SIZE * len(columns)
         if rule.positions == (0,):
             id_sql = "k.value"
         elif (
@@ -720,7 +719,7 @@ class StateStore:
                 zip(
                     _strings(keys),
                     _strings(columns[0]),
-                    prints.view(f"V{width}").ravel().tolist(),
+                    prints.to_pylist(),
                     strict=True,
                 ),
             )
@@ -729,7 +728,7 @@ class StateStore:
             "INSERT INTO temp.staged_row (key, id, columns) "
             f"SELECT k.value, {id_sql}, substr(?2, k.key * ?3 + 1, ?3) "
             "FROM json_each(?1) AS k",
-            (_json_array(keys), prints.tobytes(), width),
+            (_json_array(keys), _blob(prints), width),
         )
 
     def _load_rows(
@@ -909,7 +908,7 @@ def _written(columns: Sequence[pa.Array]) -> pa.Buffer:
 
 
 def _strings(values: pa.Array) -> list[str]:
-    strings: list[str] = values.to_numpy(zero_copy_only=False).tolist()
+    strings: list[str] = values.to_pylist()
     return strings
 
 
@@ -937,21 +936,28 @@ def _concatenated(values: pa.Array, separator: str) -> pa.StringScalar:
 
 def _fingerprints(
     columns: Sequence[pa.Array], memos: Sequence[_Fingerprints]
-) -> np.ndarray:
-    """Each row's column fingerprints side by side, one row of bytes per row.
+) -> pa.Array:
+    """Each row's column fingerprints side by side, one binary value per row.
 
     Each distinct value of a column in the block is hashed (or looked up) once,
     and its fingerprint spread to the rows holding it.
     """
-    rows = len(columns[0]) if columns else 0
-    prints = np.empty((rows, FINGERPRINT_SIZE * len(columns)), dtype=np.uint8)
-    for n, (column, memo) in enumerate(zip(columns, memos, strict=True)):
+    parts = []
+    for column, memo in zip(columns, memos, strict=True):
         encoded = pc.dictionary_encode(column)
-        digests = b"".join([memo[value] for value in encoded.dictionary.to_pylist()])
-        table = np.frombuffer(digests, dtype=np.uint8).reshape(-1, FINGERPRINT_SIZE)
-        start = n * FINGERPRINT_SIZE
-        prints[:, start : start + FINGERPRINT_SIZE] = table[encoded.indices.to_numpy()]
+        digests = pa.array(
+            [memo[value] for value in encoded.dictionary.to_pylist()], pa.binary()
+        )
+        parts.append(pc.take(digests, encoded.indices))
+    prints: pa.Array = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
     return prints
+
+
+def _blob(prints: pa.Array) -> bytes:
+    """All of ``prints`` in one bytes value."""
+    whole = pa.ListArray.from_arrays(pa.array([0, len(prints)], pa.int32()), prints)
+    blob: bytes = pc.binary_join(whole, pa.scalar(b"", pa.binary()))[0].as_py()
+    return blob
 
 
 class _Fingerprints(dict[str, bytes]):
