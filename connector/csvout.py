@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import itertools
 import logging
 import os
 import re
@@ -47,6 +46,7 @@ from .fields import (
     cleaner,
     looks_like_ssn,
 )
+from .ids import IdIndex, as_index
 
 log = logging.getLogger(__name__)
 
@@ -303,9 +303,9 @@ class ExportWriter:
         self.policy = policy or RowPolicy()
         self.zone = zone
         self.result = ExportResult(dataset=dataset.name, path=path)
-        self._student_ids = student_ids
-        self._clashing_ids = clashing_ids
-        self._ids: dict[str, int] = {}
+        self._student_ids = as_index(student_ids)
+        self._clashing_ids = as_index(clashing_ids)
+        self._ids = IdIndex()
         self._required = [i for i, c in enumerate(dataset.columns) if c.is_required]
         self._id_limit = dataset.id_column.max_length
         self._ssn_columns = list(enumerate(dataset.columns))
@@ -393,9 +393,8 @@ class ExportWriter:
                     rejected.append(i)
             if self.dataset.unique_ids:
                 looked = set(look)
-                self._ids.update(
-                    (key, first + i) for i, key in enumerate(keys) if i not in looked
-                )
+                fresh = [i for i in range(count) if i not in looked]
+                self._ids.extend([keys[i] for i in fresh], [first + i for i in fresh])
             result.written += count - len(look)
         elif checks_each:
             looked = set(look)
@@ -406,7 +405,7 @@ class ExportWriter:
                         rejected.append(i)
                     continue
                 if self.dataset.unique_ids:
-                    ids[key] = first + i
+                    ids.add(key, first + i)
                 result.written += 1
         else:
             for i in look:
@@ -427,13 +426,12 @@ class ExportWriter:
     def _may_repeat(self, keys: list[str]) -> bool:
         """Whether a key of the batch may repeat another one, an earlier row's,
         or a clashing ID (set operations, no Python loop over the rows)."""
-        unique = set(keys)
-        if len(unique) != len(keys):
-            return True
-        if not self._ids.keys().isdisjoint(unique):
-            return True
+        distinct = pc.unique(pa.array(keys, pa.string()))
+        # Focused, the indexes answer this batch's lookups without a scan.
+        held = self._ids.focus(distinct)
         clash = self._clashing_ids
-        return clash is not None and not clash.keys().isdisjoint(unique)
+        clashes = clash.focus(distinct) if clash is not None else 0
+        return len(distinct) != len(keys) or bool(held) or bool(clashes)
 
     def _suspects(self, cleaned: list[pa.Array], recheck: Iterable[int]) -> set[int]:
         """Rows a vectorised test cannot clear: empty required fields, long IDs,
@@ -450,11 +448,10 @@ class ExportWriter:
         for i in recheck:
             found.update(ssn_candidates(cleaned[i], columns[i].kind))
         if self._student_ids is not None:
-            # Each student has many absences in a batch: look up its distinct
-            # IDs (a set lookup each), not every row against all the students.
-            known = self._student_ids
-            distinct = pc.unique(cleaned[0]).to_pylist()
-            unknown = list(itertools.filterfalse(known.__contains__, distinct))
+            # Each student may have several absences in a batch: look up its
+            # distinct IDs, in one call.
+            self._student_ids.focus(pc.unique(cleaned[0]))
+            unknown = self._student_ids.missing()
             if unknown:
                 rows = pc.is_in(cleaned[0], value_set=pa.array(unknown, pa.string()))
                 found.update(pc.indices_nonzero(rows).to_pylist())
@@ -483,7 +480,7 @@ class ExportWriter:
         problem = (*row_rule, "") if row_rule else self._problem(number, row, causes)
         if problem is None:
             if self.dataset.unique_ids:
-                self._ids[key] = number
+                self._ids.add(key, number)
             result.written += 1
             return True
         column, rule, detail = problem
