@@ -210,7 +210,8 @@ def _phones(
         if pc.any(fast).as_py():
             stripped = pc.and_(fast, pc.not_equal(digits, filled))
             if counts is not None:
-                counts["phone_stripped"] += pc.sum(stripped).as_py() or 0
+                if stripped_rows := pc.sum(stripped).as_py():
+                    counts["phone_stripped"] += stripped_rows
             else:
                 where = pc.indices_nonzero(stripped).to_pylist()
                 notes = [(i, "phone_stripped") for i in where]

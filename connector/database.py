@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import re
 from collections.abc import Generator
@@ -417,49 +418,113 @@ class OdbcSource:
     def _stream_chunks(
         self, conn: Any, query: Query, batch_size: int, chunk: int
     ) -> tuple[list[str], Batches]:
-        """Fetch in chunks of ``chunk`` rows in key order (keyset pagination).
+        """Fetch in chunks of at most ``chunk`` rows in key order.
 
         MariaDB Connector/ODBC holds a whole result in memory (drivers.md): one
-        query per chunk bounds it. The key must be unique, or rows on a chunk's
-        edge are missed, and the COUNT(*) check stops the run.
+        query per chunk bounds it. Each chunk's end is asked of the database
+        first (the key ``chunk`` rows on, read through the key's index), and
+        the chunk is every row from its start up to, not including, that key,
+        as the database compares keys. Rows whose keys compare equal (IDs that
+        differ only in case under a ``_ci`` collation, a repeated ID) so always
+        fall in one chunk and reach the writer, which judges them.
         """
         keys = ", ".join(f"`{name}`" for name in query.key)
         body = query.sql.rstrip().rstrip(";").rstrip()
-        base = f"SELECT * FROM (\n{body}\n) connector_chunk"
         names = [f"`{name}`" for name in query.key]
-        # (a > ?) OR (a = ? AND b > ?): MariaDB reads this as an index range, a
-        # row comparison (a, b) > (?, ?) as a full scan.
-        terms = [
-            " AND ".join([*(f"{k} = ?" for k in names[:n]), f"{names[n]} > ?"])
-            for n in range(len(names))
-        ]
-        first = Query(
-            f"{base} ORDER BY {keys} LIMIT {chunk}", query.params, query.template
-        )
-        columns, batches = self._stream_columns(conn, first, batch_size)
-        if any(name not in columns for name in query.key):
-            return columns, batches  # the column check names what is missing
-        where = [columns.index(name) for name in query.key]
-        after = f"{base} WHERE ({') OR ('.join(terms)}) ORDER BY {keys} LIMIT {chunk}"
         params = list(query.params)
+        Bound = tuple[str, list[Any]]
+
+        def after(values: list[Any], *, inclusive: bool) -> Bound:
+            # (a > ?) OR (a = ? AND b > ?): MariaDB reads this as an index
+            # range, a row comparison (a, b) > (?, ?) as a full scan. ``values``
+            # may bound only the first key columns.
+            used = names[: len(values)]
+            terms = [
+                " AND ".join([*(f"{k} = ?" for k in used[:n]), f"{used[n]} > ?"])
+                for n in range(len(used))
+            ]
+            bound = [v for n in range(len(values)) for v in values[: n + 1]]
+            if inclusive:
+                terms.append(" AND ".join(f"{k} = ?" for k in used))
+                bound.extend(values)
+            return "(" + ") OR (".join(terms) + ")", bound
+
+        def before(values: list[Any]) -> Bound:
+            # Rows sorting before ``values`` (which hold no NULL): a NULL sorts
+            # first, so (a < ? OR a IS NULL) OR (a = ? AND (b < ? OR b IS NULL)).
+            used = names[: len(values)]
+            terms = [
+                " AND ".join(
+                    [
+                        *(f"{k} = ?" for k in used[:n]),
+                        f"({used[n]} < ? OR {used[n]} IS NULL)",
+                    ]
+                )
+                for n in range(len(used))
+            ]
+            bound = [v for n in range(len(values)) for v in values[: n + 1]]
+            return "(" + ") OR (".join(terms) + ")", bound
+
+        def equal(values: list[Any]) -> Bound:
+            return " AND ".join(f"{k} = ?" for k in names[: len(values)]), values
+
+        def select(what: str, bounds: list[Bound], tail: str) -> Query:
+            where = " AND ".join(f"({sql})" for sql, _ in bounds)
+            sql = (
+                f"SELECT {what} FROM (\n{body}\n) connector_chunk"
+                f"{f' WHERE {where}' if where else ''} ORDER BY {keys}{tail}"
+            )
+            bound = [v for _, values in bounds for v in values]
+            return Query(sql, [*params, *bound], query.template)
+
+        def end_of(bounds: list[Bound]) -> list[Any] | None:
+            """The key ``chunk`` rows after the start, up to its first NULL (a
+            NULL compares as unknown); None when no more than a chunk is left."""
+            probe = select(keys, bounds, f" LIMIT 1 OFFSET {chunk}")
+            _, found = self._stream_columns(conn, probe, 1)
+            for batch in found:
+                record = batch.record  # type: ignore[attr-defined]
+                values = [record.column(i)[0].as_py() for i in range(len(names))]
+                return list(itertools.takewhile(lambda v: v is not None, values))
+            return None
+
+        def rows_of(bounds: list[Bound], limit: bool) -> Batches:
+            tail = f" LIMIT {chunk}" if limit else ""
+            return self._stream_columns(conn, select("*", bounds, tail), batch_size)[1]
+
+        end = end_of([])
+        first_bounds = [] if not end else [before(end)]
+        columns, first = self._stream_columns(
+            conn,
+            select("*", first_bounds, "" if end == [] else f" LIMIT {chunk}"),
+            batch_size,
+        )
+        if any(name not in columns for name in query.key):
+            return columns, first  # the column check names what is missing
 
         def chunks() -> Batches:
-            current = batches
+            current, stop = first, end
             while True:
                 rows = 0
-                last: list[Any] = []
                 for batch in current:
                     rows += len(batch)
-                    record = batch.record  # type: ignore[attr-defined]
-                    last = [record.column(i)[-1].as_py() for i in where]
                     yield batch
-                if rows < chunk:
+                if not stop:
+                    # None: the rest was at most a chunk. []: the key there
+                    # starts with NULL, which bounds nothing: the rest came in
+                    # one piece.
                     return
+                if rows:
+                    start = [after(stop, inclusive=True)]
+                else:
+                    # More than a chunk of rows share the key at the start:
+                    # they come whole, and the next chunk starts after them.
+                    yield from rows_of([equal(stop)], limit=False)
+                    start = [after(stop, inclusive=False)]
                 log.debug("next chunk after %d rows", rows)
-                bound = [v for n in range(len(last)) for v in last[: n + 1]]
-                _, current = self._stream_columns(
-                    conn, Query(after, [*params, *bound], query.template), batch_size
-                )
+                stop = end_of(start)
+                bounds = start if not stop else [*start, before(stop)]
+                current = rows_of(bounds, limit=stop != [])
 
         return columns, chunks()
 

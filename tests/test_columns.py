@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyodbc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +22,7 @@ from connector.datasets import ATTENDANCE, STUDENTS, Column, Kind
 from connector.errors import ExportError, QueryError
 from connector.fields import clean_column
 
+from .sis_expectations import SIS
 from .test_database import query, source
 
 HOSTILE = [
@@ -128,6 +132,17 @@ def test_arrow_batches_and_row_batches_write_the_same_bytes(tmp_path: Path) -> N
     assert by_arrow.fixes == by_rows.fixes and by_arrow.warnings == by_rows.warnings
     assert (by_arrow.written, by_arrow.rejected) == (by_rows.written, by_rows.rejected)
     assert by_rows.rejected == 3
+
+
+def test_phones_needing_no_fix_count_no_fix(tmp_path: Path) -> None:
+    rows = [student("S1", "Ann", "2175550140"), student("S2", "Bo")]
+    record = pa.RecordBatch.from_arrays(
+        [pa.array(c, pa.string()) for c in zip(*rows, strict=True)],
+        names=list(STUDENTS.selected_names),
+    )
+    _, by_rows = write(tmp_path, "rows.csv", rows)
+    _, by_arrow = write(tmp_path, "arrow.csv", ColumnBatch(record))
+    assert by_arrow.fixes == by_rows.fixes == {}
 
 
 def test_a_social_security_number_stops_both_paths_alike(tmp_path: Path) -> None:
@@ -250,6 +265,63 @@ def test_keyset_chunks_give_every_row_once(
     assert sorted(rows) == whole
     at = [columns.index(k) for k in key]
     assert len({tuple(r[i] for i in at) for r in rows}) == len(rows)
+
+
+@pytest.fixture
+def case_table(sis_loaded: None) -> Iterator[str]:
+    """A MariaDB table under a case-blind collation: IDs equal but for case, a
+    repeated ID, a key shared by many rows, a NULL in the second key column."""
+    name = f"c7_chunks_{os.getpid()}"
+    root = SIS["opensis"]["connection"].replace("PWD=;", "")
+    root = root.replace("DATABASE=sis_opensis", "")
+    rows = [("A1", "2025-01-01"), ("a1", "2025-01-01"), ("B1", "2025-01-02")]
+    rows += [("b1", "2025-01-02"), ("C1", None), ("C1", "2025-01-03")]
+    rows += [("c1", "2025-01-03"), ("D1", "2025-01-04"), ("D1", "2025-01-04")]
+    rows += [("E1", f"2025-02-{d:02d}") for d in range(1, 12)]
+    rows += [("e1", "2025-02-05"), ("F1", "2025-03-01")]
+    rows += [("G1", "2025-03-01")] * 9
+    with pyodbc.connect(root, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(
+            f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci"
+        )
+        conn.execute(
+            f"CREATE TABLE {name}.absences (n INT PRIMARY KEY, "
+            "student_id VARCHAR(20) NOT NULL, day DATE NULL, "
+            "KEY k (student_id, day))"
+        )
+        conn.cursor().executemany(
+            f"INSERT INTO {name}.absences VALUES (?, ?, ?)",
+            [(n, sid, day) for n, (sid, day) in enumerate(rows)],
+        )
+    try:
+        yield name
+    finally:
+        with pyodbc.connect(root, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4, 7, 100])
+@pytest.mark.parametrize(
+    "key", [("student_id",), ("student_id", "day")], ids=["id", "id-day"]
+)
+def test_keys_equal_under_the_collation_stay_in_one_chunk(
+    case_table: str, chunk: int, key: tuple[str, ...]
+) -> None:
+    """Every row comes exactly once, whatever the chunk size: IDs that differ
+    only in case, a repeated ID, a key shared by more rows than a chunk, and
+    a NULL day (which sorts first)."""
+    sql = f"SELECT n, student_id, day FROM {case_table}.absences"
+    with source("opensis") as src:
+        _, batches = src.stream(query(sql), 1000)
+        whole = sorted(r[0] for b in batches for r in b)
+    with source("opensis", chunk_rows=chunk) as src:
+        keyed = replace(query(sql), key=key)
+        assert src.count(keyed) == len(whole) == 31
+        _, batches = src.stream(keyed, 5)
+        got = [r[0] for b in batches for r in b]
+    assert sorted(got) == whole
 
 
 def test_a_column_batch_reads_as_rows() -> None:
