@@ -170,7 +170,7 @@ def extract(
                     warnings=sum(result.warnings.values()),
                 )
                 if not allow_empty:
-                    check_not_empty(job, name, result.written)
+                    check_not_empty(job, name, result.written, result.fetched)
     except BaseException:
         for writer in writers.values():
             writer.discard()
@@ -235,12 +235,18 @@ def _fill_file(job: Job, writer: ExportWriter, report: RunReport) -> None:
     check_accounted(writer.result, expected)
 
 
-def check_not_empty(job: Job, name: str, rows: int) -> None:
+def check_not_empty(job: Job, name: str, rows: int, fetched: int = 0) -> None:
     """An empty students or staff result means something broke: stop, unless the
-    data set's ``allow_empty`` says an empty one is expected (as ``run`` does)."""
+    data set's ``allow_empty`` says an empty one is expected (as ``run`` does).
+    ``fetched`` rows that were all rejected are said to be so."""
     _, allow_empty = job.gate_limits(name)
     if rows or name not in _MUST_HAVE_ROWS or allow_empty:
         return
+    if fetched:
+        raise ExportError(
+            f"data set {name}: all {fetched} rows fetched were rejected; nothing "
+            "was written. The run report names each row and the rule it broke"
+        )
     if job.file_source(name) is not None:
         raise ExportError(
             f"data set {name}: {job.file_path(name)} holds no records; nothing "

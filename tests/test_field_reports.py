@@ -26,7 +26,7 @@ from connector.errors import (
     TemplateError,
 )
 from connector.gate import StateStore
-from connector.pipeline import extract
+from connector.pipeline import check_not_empty, extract
 from connector.receiver import Receiver
 from connector.templates import render_query
 
@@ -343,6 +343,15 @@ def test_extract_honours_allow_empty_as_run_does(
     template.write_text("SELECT * FROM (" + template.read_text() + ") WHERE 1 = 0")
     with pytest.raises(ExportError, match="data set staff: the query returned no rows"):
         extract(strict)
+
+
+def test_rows_all_rejected_are_not_called_an_empty_result(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+) -> None:
+    job = make_job(tmp_path, district, "https://127.0.0.1:9/", CA)
+    with pytest.raises(ExportError, match="staff: all 6 rows fetched were rejected"):
+        check_not_empty(job, "staff", 0, 6)
 
 
 def test_demo_refuses_a_folder_that_is_not_an_earlier_demo(tmp_path: Path) -> None:
