@@ -74,32 +74,6 @@ def _plain_mask(array: pa.Array, column: Column) -> pa.Array | None:
     return pc.fill_null(mask, True)
 
 
-def _clean_each(
-    values: Sequence[Any], column: Column, zone: ZoneInfo | None = None
-) -> tuple[list[str], Notes]:
-    """``fields.clean_column``, with each distinct text cleaned once (the same
-    accented surname or odd phone often comes back many times in a batch).
-
-    Only texts are remembered: numbers that compare equal can print apart
-    (``0.0`` and ``-0.0``).
-    """
-    clean = cleaner(column, zone)
-    done: dict[str, tuple[str, tuple[str, ...]]] = {}
-    texts: list[str] = []
-    notes: Notes = []
-    for i, value in enumerate(values):
-        text = type(value) is str
-        result = done.get(value) if text else None
-        if result is None:
-            result = clean(value)
-            if text:
-                done[value] = result
-        texts.append(result[0])
-        for rule in result[1]:
-            notes.append((i, rule))
-    return texts, notes
-
-
 def clean_array(
     values: Sequence[Any] | pa.Array,
     column: Column,
@@ -118,20 +92,20 @@ def clean_array(
     if column.kind is Kind.DATE and not _is_text(array):
         return _by_distinct(array, column, zone)
     if not _is_text(array):
-        texts, notes = _clean_each(array.to_pylist(), column, zone)
+        texts, notes = clean_column(array.to_pylist(), column, zone)
         return pa.array(texts, pa.string()), notes
     plain = _plain_mask(array, column)
     if plain is None:
         if column.kind is Kind.PHONE:
             return _phones(array, column, counts)
-        texts, notes = _clean_each(array.to_pylist(), column, zone)
+        texts, notes = clean_column(array.to_pylist(), column, zone)
         return pa.array(texts, pa.string()), notes
     filled = pc.fill_null(array, "").cast(pa.string())
     odd = pc.invert(plain)
     if not pc.any(odd).as_py():
         return filled, []
     where = pc.indices_nonzero(odd)
-    texts, changes = _clean_each(array.take(where).to_pylist(), column, zone)
+    texts, changes = clean_column(array.take(where).to_pylist(), column, zone)
     indices = where.to_pylist()
     notes = [(indices[i], rule) for i, rule in changes]
     return pc.replace_with_mask(filled, odd, pa.array(texts, pa.string())), notes
@@ -219,7 +193,7 @@ def _phones(
             present = pc.and_(present, pc.invert(fast))
     if pc.any(present).as_py():
         where = pc.indices_nonzero(present)
-        texts, changes = _clean_each(array.take(where).to_pylist(), column)
+        texts, changes = clean_column(array.take(where).to_pylist(), column)
         indices = where.to_pylist()
         notes.extend((indices[i], rule) for i, rule in changes)
         notes.sort(key=lambda note: note[0])

@@ -219,9 +219,11 @@ def shape_columns(
         found = first_raw_ssn(values, column.kind)
         if found is not None:
             raise ssn_error(dataset, column, first + found)
-        bulk: Counter[str] | None = None if counted is None else Counter()
+        bulk: Counter[str] = Counter()
         try:
-            texts, changes = clean_array(values, column, zone, bulk)
+            texts, changes = clean_array(
+                values, column, zone, None if counted is None else bulk
+            )
         except TimeZoneNeeded:
             raise ConfigError(
                 f"data set {dataset.name}, column {column.name}: the database "
@@ -233,7 +235,6 @@ def shape_columns(
         if counted is None:
             notes.extend((i, column.name, rule) for i, rule in changes)
         else:
-            assert bulk is not None
             for i, rule in changes:
                 if rule in QUIET_FIXES:
                     bulk[rule] += 1

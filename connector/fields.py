@@ -329,14 +329,25 @@ def cleaner(column: Column, zone: ZoneInfo | None = None) -> Cleaner:
 def clean_column(
     values: Sequence[Any], column: Column, zone: ZoneInfo | None = None
 ) -> tuple[list[str], list[tuple[int, str]]]:
-    """Clean one column of a batch: the texts, and ``(index, rule)`` for each change."""
+    """Clean one column of a batch: the texts, and ``(index, rule)`` for each change.
+
+    Each distinct text is cleaned once (the same accented surname or odd phone
+    often comes back many times in a batch). Only texts are remembered: numbers
+    that compare equal can print apart (``0.0`` and ``-0.0``).
+    """
     clean = cleaner(column, zone)
+    done: dict[str, Cleaned] = {}
     texts: list[str] = []
     notes: list[tuple[int, str]] = []
     for i, value in enumerate(values):
-        text, rules = clean(value)
-        texts.append(text)
-        for rule in rules:
+        text = type(value) is str
+        result = done.get(value) if text else None
+        if result is None:
+            result = clean(value)
+            if text:
+                done[value] = result
+        texts.append(result[0])
+        for rule in result[1]:
             notes.append((i, rule))
     return texts, notes
 
