@@ -266,6 +266,14 @@ def shape_columns(
     return cleaned, notes, recheck
 
 
+def _all_but(count: int, rows: Iterable[int]) -> pa.Array:
+    """A mask of ``count`` rows, true but at ``rows``."""
+    keep = [True] * count
+    for i in rows:
+        keep[i] = False
+    return pa.array(keep)
+
+
 def ssn_error(dataset: DataSet, column: Column, row: int) -> ExportError:
     """The tripwire's error: the row, never the value (nor an ID that may be it)."""
     return ExportError(
@@ -383,24 +391,21 @@ class ExportWriter:
         rejected: list[int] = []
         result = self.result
         checks_each = self.dataset.unique_ids or self._clashing_ids is not None
-        keys: list[str] = []
-        if checks_each:
-            keys = cleaned[0].to_pylist()
-        if checks_each and not self._may_repeat(keys):
+        if checks_each and not self._may_repeat(cleaned[0]):
             # No key of this batch repeats another of it, an earlier row's or a
             # clashing ID: only the rows to look at can be rejected.
             for i in look:
                 if not self._judge(first + i, row_at(i), by_row.get(i, ())):
                     rejected.append(i)
             if self.dataset.unique_ids:
-                looked = set(look)
-                fresh = [i for i in range(count) if i not in looked]
-                self._ids.extend([keys[i] for i in fresh], [first + i for i in fresh])
+                fresh = _all_but(count, look)
+                numbers = pa.array(range(first, first + count), pa.int64())
+                self._ids.extend(cleaned[0].filter(fresh), numbers.filter(fresh))
             result.written += count - len(look)
         elif checks_each:
             looked = set(look)
             ids, clash = self._ids, self._clashing_ids
-            for i, key in enumerate(keys):
+            for i, key in enumerate(cleaned[0].to_pylist()):
                 if i in looked or key in ids or (clash is not None and key in clash):
                     if not self._judge(first + i, row_at(i), by_row.get(i, ())):
                         rejected.append(i)
@@ -417,17 +422,14 @@ class ExportWriter:
             cleaned, names=[f"c{n}" for n in range(len(cleaned))]
         )
         if rejected:
-            keep = [True] * count
-            for i in rejected:
-                keep[i] = False
-            table = table.filter(pa.array(keep))
+            table = table.filter(_all_but(count, rejected))
         if table.num_rows:
             pacsv.write_csv(table, self._file, self._csv_options)
 
-    def _may_repeat(self, keys: list[str]) -> bool:
+    def _may_repeat(self, keys: pa.Array) -> bool:
         """Whether a key of the batch may repeat another one, an earlier row's,
         or a clashing ID (set operations, no Python loop over the rows)."""
-        distinct = pc.unique(pa.array(keys, pa.string()))
+        distinct = pc.unique(keys)
         # Focused, the indexes answer this batch's lookups without a scan.
         held = self._ids.focus(distinct)
         clash = self._clashing_ids

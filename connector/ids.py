@@ -69,11 +69,13 @@ class IdIndex(Mapping[str, int]):
         the next ``focus`` or ``extend``."""
         self._pending[key] = row
 
-    def extend(self, keys: Sequence[str], rows: Iterable[int]) -> None:
+    def extend(
+        self, keys: pa.Array | Sequence[str], rows: pa.Array | Iterable[int]
+    ) -> None:
         """Hold many IDs at once; none of them may be held already. Ends the
         focus: later lookups scan until the next ``focus``."""
         self._asking, self._asked = None, None
-        if not keys:
+        if not len(keys):
             return
         self._flush()
         self._keys.append(pa.array(keys, pa.string()))
