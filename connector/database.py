@@ -434,35 +434,29 @@ class OdbcSource:
         params = list(query.params)
         Bound = tuple[str, list[Any]]
 
-        def after(values: list[Any], *, inclusive: bool) -> Bound:
+        def ladder(values: list[Any], last: str) -> tuple[list[str], list[Any]]:
             # (a > ?) OR (a = ? AND b > ?): MariaDB reads this as an index
             # range, a row comparison (a, b) > (?, ?) as a full scan. ``values``
-            # may bound only the first key columns.
+            # may bound only the first key columns; ``last`` is the test of the
+            # column after the equal ones, ``{}`` standing for its name.
             used = names[: len(values)]
             terms = [
-                " AND ".join([*(f"{k} = ?" for k in used[:n]), f"{used[n]} > ?"])
+                " AND ".join([*(f"{k} = ?" for k in used[:n]), last.format(used[n])])
                 for n in range(len(used))
             ]
-            bound = [v for n in range(len(values)) for v in values[: n + 1]]
+            return terms, [v for n in range(len(values)) for v in values[: n + 1]]
+
+        def after(values: list[Any], *, inclusive: bool) -> Bound:
+            terms, bound = ladder(values, "{} > ?")
             if inclusive:
-                terms.append(" AND ".join(f"{k} = ?" for k in used))
+                terms.append(equal(values)[0])
                 bound.extend(values)
             return "(" + ") OR (".join(terms) + ")", bound
 
         def before(values: list[Any]) -> Bound:
             # Rows sorting before ``values`` (which hold no NULL): a NULL sorts
             # first, so (a < ? OR a IS NULL) OR (a = ? AND (b < ? OR b IS NULL)).
-            used = names[: len(values)]
-            terms = [
-                " AND ".join(
-                    [
-                        *(f"{k} = ?" for k in used[:n]),
-                        f"({used[n]} < ? OR {used[n]} IS NULL)",
-                    ]
-                )
-                for n in range(len(used))
-            ]
-            bound = [v for n in range(len(values)) for v in values[: n + 1]]
+            terms, bound = ladder(values, "({0} < ? OR {0} IS NULL)")
             return "(" + ") OR (".join(terms) + ")", bound
 
         def equal(values: list[Any]) -> Bound:
@@ -488,17 +482,12 @@ class OdbcSource:
                 return list(itertools.takewhile(lambda v: v is not None, values))
             return None
 
-        def rows_of(bounds: list[Bound], limit: bool) -> Batches:
+        def rows_of(bounds: list[Bound], limit: bool) -> tuple[list[str], Batches]:
             tail = f" LIMIT {chunk}" if limit else ""
-            return self._stream_columns(conn, select("*", bounds, tail), batch_size)[1]
+            return self._stream_columns(conn, select("*", bounds, tail), batch_size)
 
         end = end_of([])
-        first_bounds = [] if not end else [before(end)]
-        columns, first = self._stream_columns(
-            conn,
-            select("*", first_bounds, "" if end == [] else f" LIMIT {chunk}"),
-            batch_size,
-        )
+        columns, first = rows_of([before(end)] if end else [], limit=end != [])
         if any(name not in columns for name in query.key):
             return columns, first  # the column check names what is missing
 
@@ -519,12 +508,12 @@ class OdbcSource:
                 else:
                     # More than a chunk of rows share the key at the start:
                     # they come whole, and the next chunk starts after them.
-                    yield from rows_of([equal(stop)], limit=False)
+                    yield from rows_of([equal(stop)], limit=False)[1]
                     start = [after(stop, inclusive=False)]
                 log.debug("next chunk after %d rows", rows)
                 stop = end_of(start)
                 bounds = start if not stop else [*start, before(stop)]
-                current = rows_of(bounds, limit=stop != [])
+                _, current = rows_of(bounds, limit=stop != [])
 
         return columns, chunks()
 
