@@ -283,6 +283,13 @@ def ssn_error(dataset: DataSet, column: Column, row: int) -> ExportError:
     )
 
 
+CSV_OPTIONS = pacsv.WriteOptions(
+    include_header=False, quoting_style="all_valid", eol="\r\n"
+)
+"""How pyarrow writes an export's records (the writer's, and the gate's proof
+that a block it read is in that form)."""
+
+
 def csv_record(values: Iterable[str]) -> bytes:
     """One record: every field quoted, quotes doubled, CR LF at the end."""
     fields = ('"' + v.replace('"', '""') + '"' for v in values)
@@ -325,9 +332,6 @@ class ExportWriter:
         self._tmp = Path(tmp)
         self._file: IO[bytes] = os.fdopen(fd, "wb")
         self._file.write(csv_record(dataset.headers))
-        self._csv_options = pacsv.WriteOptions(
-            include_header=False, quoting_style="all_valid", eol="\r\n"
-        )
 
     @property
     def ids(self) -> Mapping[str, int]:
@@ -424,7 +428,7 @@ class ExportWriter:
         if rejected:
             table = table.filter(_all_but(count, rejected))
         if table.num_rows:
-            pacsv.write_csv(table, self._file, self._csv_options)
+            pacsv.write_csv(table, self._file, CSV_OPTIONS)
 
     def _may_repeat(self, keys: pa.Array) -> bool:
         """Whether a key of the batch may repeat another one, an earlier row's,

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from .csvout import csv_record
+from .csvout import CSV_OPTIONS, csv_record
 from .datasets import DataSet
 from .errors import ConnectorError, ExportError
 
@@ -717,8 +717,8 @@ class StateStore:
             self._db.executemany(
                 "INSERT INTO temp.staged_row (key, id, columns) VALUES (?, ?, ?)",
                 zip(
-                    _strings(keys),
-                    _strings(columns[0]),
+                    keys.to_pylist(),
+                    columns[0].to_pylist(),
                     prints.to_pylist(),
                     strict=True,
                 ),
@@ -728,7 +728,7 @@ class StateStore:
             "INSERT INTO temp.staged_row (key, id, columns) "
             f"SELECT k.value, {id_sql}, substr(?2, k.key * ?3 + 1, ?3) "
             "FROM json_each(?1) AS k",
-            (_json_array(keys), _blob(prints), width),
+            (_json_array(keys), _concatenated(prints, b"").as_py(), width),
         )
 
     def _load_rows(
@@ -898,18 +898,14 @@ def _blocks(raw: IO[bytes]) -> Iterator[bytes]:
 
 
 def _written(columns: Sequence[pa.Array]) -> pa.Buffer:
-    """The records holding ``columns``' values as the connector writes them:
-    every field quoted, quotes doubled, CR LF at the end (as ``csv_record``)."""
-    quoted = [pc.replace_substring(column, '"', '""') for column in columns]
-    fields = pc.binary_join_element_wise(*quoted, '","')
-    records = pc.binary_join_element_wise('"', fields, '"\r\n', "")
-    joined: pa.Buffer = _concatenated(records, "").as_buffer()
-    return joined
-
-
-def _strings(values: pa.Array) -> list[str]:
-    strings: list[str] = values.to_pylist()
-    return strings
+    """The records holding ``columns``' values as the writer writes them."""
+    sink = pa.BufferOutputStream()
+    table = pa.Table.from_arrays(
+        list(columns), names=[f"c{n}" for n in range(len(columns))]
+    )
+    pacsv.write_csv(table, sink, CSV_OPTIONS)
+    written: pa.Buffer = sink.getvalue()
+    return written
 
 
 def _json_array(values: pa.Array) -> str:
@@ -920,17 +916,17 @@ def _json_array(values: pa.Array) -> str:
     ``json.dumps``.
     """
     if pc.any(pc.match_substring_regex(values, "[\\x00-\\x1f]")).as_py():
-        return json.dumps(_strings(values))
+        return json.dumps(values.to_pylist())
     escaped = pc.replace_substring(values, "\\", "\\\\")
     escaped = pc.replace_substring(escaped, '"', '\\"')
     text: str = _concatenated(escaped, '","').as_py()
     return f'["{text}"]' if len(values) else "[]"
 
 
-def _concatenated(values: pa.Array, separator: str) -> pa.StringScalar:
-    """All of ``values`` in one string, ``separator`` between them."""
+def _concatenated(values: pa.Array, separator: str | bytes) -> pa.Scalar:
+    """All of ``values`` (texts or bytes) in one, ``separator`` between them."""
     whole = pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values)
-    joined: pa.StringScalar = pc.binary_join(whole, separator)[0]
+    joined: pa.Scalar = pc.binary_join(whole, separator)[0]
     return joined
 
 
@@ -951,13 +947,6 @@ def _fingerprints(
         parts.append(pc.take(digests, encoded.indices))
     prints: pa.Array = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
     return prints
-
-
-def _blob(prints: pa.Array) -> bytes:
-    """All of ``prints`` in one bytes value."""
-    whole = pa.ListArray.from_arrays(pa.array([0, len(prints)], pa.int32()), prints)
-    blob: bytes = pc.binary_join(whole, pa.scalar(b"", pa.binary()))[0].as_py()
-    return blob
 
 
 class _Fingerprints(dict[str, bytes]):
