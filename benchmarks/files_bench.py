@@ -22,23 +22,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from connector.datasets import STUDENTS
+
 HEADER = ["STUDENT_NUMBER", "FIRST", "LAST", "HOME_PHONE", "SCHOOL"]
 HEADER += ["LANG", "CELL", "EMAIL", "GRADE", "GENDER"]
 MAP = "\n".join(
     f'{name} = "{column}"'
     for name, column in zip(
-        [
-            "student_id",
-            "first_name",
-            "last_name",
-            "phone",
-            "school",
-            "language",
-            "alt_phone",
-            "email",
-            "grade",
-            "gender",
-        ],
+        STUDENTS.column_names,
         HEADER,
         strict=True,
     )

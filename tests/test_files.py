@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from connector.cli import app
 from connector.config import Job, load_job
+from connector.datasets import STUDENTS
 from connector.errors import (
     AlreadyDoneError,
     ConfigError,
@@ -86,18 +87,7 @@ gender = "GENDER"
 POSITION_MAP = "[datasets.students.map]\n" + "".join(
     f"{name} = {i}\n"
     for i, name in enumerate(
-        [
-            "student_id",
-            "first_name",
-            "last_name",
-            "phone",
-            "school",
-            "language",
-            "alt_phone",
-            "email",
-            "grade",
-            "gender",
-        ],
+        STUDENTS.column_names,
         start=1,
     )
 )
