@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import re
 import signal
 import sys
@@ -1094,8 +1095,23 @@ def _interrupted(signum: int, frame: Any) -> None:
     raise ConnectorError(INTERRUPTED.format(how="by Ctrl-C"), exit_code=130)
 
 
+def lean_arrow_memory() -> None:
+    """Let pyarrow allocate with the C library's malloc, not its own allocator.
+
+    pyarrow's default (mimalloc) keeps freed pages per thread: a students
+    extract peaks about 13 MB higher with it, at the same speed (README,
+    "Performance"). ``ARROW_DEFAULT_MEMORY_POOL``, when set, still decides.
+    """
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def main() -> None:
     """Entry point: anything unexpected is still one line and exit 1."""
+    lean_arrow_memory()
     # A scheduler stops a job with SIGTERM: clean up and report like any failure.
     signal.signal(signal.SIGTERM, _terminated)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:

@@ -55,8 +55,10 @@ BATCH_ROWS = 10_000
 BLOCK_BYTES = 1 << 18
 # Items of a diff report's list written at a time.
 WRITE_ITEMS = 10_000
-# Fingerprints remembered per column (about 100 bytes each).
+# Fingerprints remembered per column (about 100 bytes each), used for a block
+# of at most MEMO_DISTINCT distinct values in a column.
 MEMO_VALUES = 4096
+MEMO_DISTINCT = 256
 FINGERPRINT_SIZE = 8
 KEY_SEPARATOR = "|"
 REPEAT_MARK = "#"
@@ -801,8 +803,16 @@ class StateStore:
 
     def _number(self, dataset: DataSet, export: Path) -> None:
         """Fill ``staged`` with one row per key, numbering repeats where allowed."""
+        db = self._db
         if not key_rule(dataset).is_unique:
-            db = self._db
+            # Most such exports repeat no key (one absence per student and day):
+            # then one sorted copy is the whole work. The first repeat stops it
+            # (the statement is undone), and the repeats are numbered instead.
+            try:
+                db.execute(_KEEP_UNIQUE)
+                return
+            except sqlite3.IntegrityError:
+                log.debug("gate %s: a key repeats; numbering repeats", dataset.name)
             db.execute(_SORT_BY_KEY)
             db.execute(_KEEP_FIRST)
             db.executemany(
@@ -812,7 +822,7 @@ class StateStore:
             db.execute("DELETE FROM temp.sorted_row")
             return
         try:
-            self._db.execute(_KEEP_UNIQUE)
+            db.execute(_KEEP_UNIQUE)
         except sqlite3.IntegrityError:
             raise ExportError(
                 f"export {export}: an ID appears in more than one row; the "
@@ -941,9 +951,7 @@ def _fingerprints(
     parts = []
     for column, memo in zip(columns, memos, strict=True):
         encoded = pc.dictionary_encode(column)
-        digests = pa.array(
-            [memo[value] for value in encoded.dictionary.to_pylist()], pa.binary()
-        )
+        digests = pa.array(memo.of(encoded.dictionary), pa.binary())
         parts.append(pc.take(digests, encoded.indices))
     prints: pa.Array = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
     return prints
@@ -952,10 +960,10 @@ def _fingerprints(
 class _Fingerprints(dict[str, bytes]):
     """One column's fingerprints, remembered for the values seen lately.
 
-    Most columns repeat a few values (a reason code, a date, a grade) and an ID
-    repeats on neighbouring rows, so most fingerprints are looked up rather than
-    hashed again. At ``MEMO_VALUES`` values it starts over, so memory stays
-    bounded whatever the column holds.
+    Most columns repeat a few values (a reason code, a date, a grade), so most
+    of their fingerprints are looked up rather than hashed again. At
+    ``MEMO_VALUES`` values it starts over, so memory stays bounded whatever the
+    column holds.
     """
 
     __slots__ = ("_base",)
@@ -972,6 +980,23 @@ class _Fingerprints(dict[str, bytes]):
             self.clear()
         self[value] = digest
         return digest
+
+    def of(self, distinct: pa.Array) -> list[bytes]:
+        """The fingerprints of a block's distinct values (texts), in order.
+
+        A block with more than ``MEMO_DISTINCT`` distinct values (IDs, names,
+        phones) is hashed straight through, without the memo: there it would
+        find next to nothing, and a miss costs twice a plain hash.
+        """
+        if len(distinct) <= MEMO_DISTINCT:
+            return [self[value] for value in distinct.to_pylist()]
+        copy = self._base.copy
+        digests = []
+        for value in distinct.cast(pa.binary()).to_pylist():
+            h = copy()
+            h.update(value)
+            digests.append(h.digest())
+        return digests
 
 
 def _open(path: Path) -> sqlite3.Connection:

@@ -70,3 +70,25 @@ def test_demo_runs_end_to_end_from_the_installed_script(tmp_path: Path) -> None:
         assert export.read_bytes().decode("ascii").endswith("\r\n")
         assert (folder / "received" / f"{name}.csv.gz.pgp").exists()
     assert "error" not in result.stderr.lower()
+
+
+@pytest.mark.parametrize("chosen", [None, "mimalloc"])
+def test_the_command_line_picks_the_arrow_allocator_unless_told(
+    monkeypatch: pytest.MonkeyPatch, chosen: str | None
+) -> None:
+    import pyarrow as pa
+
+    from connector.cli import lean_arrow_memory
+
+    if chosen is None:
+        monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    else:
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", chosen)
+    before = pa.default_memory_pool()
+    pa.set_memory_pool(pa.mimalloc_memory_pool())
+    try:
+        lean_arrow_memory()
+        expected = "system" if chosen is None else "mimalloc"
+        assert pa.default_memory_pool().backend_name == expected
+    finally:
+        pa.set_memory_pool(before)

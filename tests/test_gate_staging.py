@@ -40,6 +40,7 @@ def test_runs_of_repeats_are_numbered_in_fingerprint_order(
     # Runs of one to five rows per key, shuffled; a memo of 3 values starts
     # over often, so remembered and freshly hashed fingerprints both appear.
     monkeypatch.setattr(gate, "MEMO_VALUES", 3)
+    monkeypatch.setattr(gate, "MEMO_DISTINCT", 4)
     rng = random.Random(7)
     rows = [
         absence(f"S{n}", f"09/0{day}/2025", rng.choice(["EXC", "ILL"]), f"{k}")
@@ -191,6 +192,7 @@ def test_columnar_loading_stages_what_row_by_row_did(
     # columnar way (csv.reader is never asked), and gives the old rows.
     monkeypatch.setattr(gate, "BLOCK_BYTES", block)
     monkeypatch.setattr(gate, "MEMO_VALUES", 5)
+    monkeypatch.setattr(gate, "MEMO_DISTINCT", 6)
     rows = hostile_rows(random.Random(block), 400, len(dataset.columns))
     export = write_export(tmp_path / "x.csv", dataset, rows)
     with StateStore(tmp_path / "gate.sqlite") as store:
