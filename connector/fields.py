@@ -168,8 +168,14 @@ def _id(column: Column) -> Cleaner:
     def clean(value: Any) -> Cleaned:
         text, rules = _text(value)
         if "transliterated" in rules:
-            # An ID must never change: "Sé1" must not become another student's "Se1".
-            return text, ("id_not_ascii",)
+            # An ID must never change: "Sé1" must not become another student's
+            # "Se1". The row is rejected, and named by its own ID with what is
+            # outside ASCII escaped ("S\xe91"), not by an ID it might share.
+            raw = value
+            if isinstance(raw, bytes):
+                raw = raw.decode("utf-8", "replace")
+            shown = str(raw).strip().encode("ascii", "backslashreplace").decode()
+            return shown, ("id_not_ascii",)
         return text, rules
 
     return clean

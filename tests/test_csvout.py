@@ -262,6 +262,10 @@ def test_an_id_is_never_transliterated(tmp_path: Path) -> None:
     )
     assert writer.result.rejections == {"student_id:id_not_ascii": 1}
     assert writer.result.written == 1
+    # The rejected row is named by its own ID, not by the one it resembles.
+    assert [(n.row, n.id, n.rule) for n in writer.result.notes] == [
+        (2, "S\\xe91", "id_not_ascii")
+    ]
 
 
 def test_a_cut_name_is_noted_per_row(tmp_path: Path) -> None:
