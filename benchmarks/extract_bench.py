@@ -9,7 +9,10 @@ interleaved rounds, each in its own process:
   MariaDB ``SELECT ... INTO OUTFILE`` (written by the server);
 - the plain peer: csvkit's ``sql2csv`` (SQLAlchemy with psycopg / PyMySQL);
 - ``connector extract`` (field rules, validation, COUNT(*) check, rename);
-- ``connector run`` to the reference receiver over HTTPS (gzip + OpenPGP).
+- ``connector run`` to the reference receiver over HTTPS (gzip + OpenPGP), a
+  first send (no baseline: the safety gate records every row);
+- ``connector run --force`` again on the state the first left (``connector-rerun``):
+  a night like most, where the gate compares every row with the baseline.
 
 Prints rows/s, the ratio to the limit of the same round (median over rounds) and
 the peak RSS of the process, and checks every output: the connector's exports
@@ -61,7 +64,8 @@ COLUMNS = {
     "alt_phone, email, grade, gender",
     "attendance": "student_id, reason_code, absence_date, periods",
 }
-TOOLS = ("limit", "sql2csv", "connector-extract", "connector-run")
+TOOLS = ("limit", "sql2csv", "connector-extract", "connector-run", "connector-rerun")
+RUNS = ("connector-run", "connector-rerun")
 TOKEN = "bench-token"
 
 
@@ -156,12 +160,15 @@ def run_tool(tool: str, db: str, dataset: str, size: int, work: Path) -> Path:
             )
     config = folder / "connector.toml"
     exports = folder / "exports"
-    shutil.rmtree(exports, ignore_errors=True)
-    shutil.rmtree(folder / "state", ignore_errors=True)
+    if tool != "connector-rerun":  # a rerun keeps the state of the run before it
+        shutil.rmtree(exports, ignore_errors=True)
+        shutil.rmtree(folder / "state", ignore_errors=True)
     if tool == "connector-extract":
         command = ["extract", "-d", dataset]
-    else:
+    elif tool == "connector-run":
         command = ["run"]  # every data set: students, then attendance
+    else:
+        command = ["run", "--force"]  # the same business date again
     _run([str(VENV / "connector"), *command, "--config", str(config)], out, folder)
     shutil.move(exports / f"{dataset}.csv", out)
     return out
@@ -254,6 +261,8 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     dbs = args.dbs.split(",")
     tools = [t for t in TOOLS if t in args.only.split(",") or t == "limit"]
+    if "connector-rerun" in tools and "connector-run" not in tools:
+        parser.error("connector-rerun runs on the state connector-run leaves: add it")
     datasets = args.datasets.split(",")
     for db in dbs:
         bench_data.load(db, students_rows(), sizes)
@@ -281,7 +290,7 @@ def main() -> None:
                 limits: dict[tuple[str, str], float] = {}
                 for db, ds, size in cases:
                     for tool in tools:
-                        if tool == "connector-run" and ds == "students":
+                        if tool in RUNS and ds == "students":
                             continue
                         key = (db, ds, size, tool)
                         out = run_tool(tool, db, ds, size, work)
@@ -289,7 +298,7 @@ def main() -> None:
                         if tool == "limit":
                             limits[db, ds] = seconds
                         limit = limits[db, ds]
-                        if tool == "connector-run":
+                        if tool in RUNS:
                             # run sends students too: compare with both limits.
                             limit += limits.get((db, "students"), 0.0)
                         times.setdefault(key, []).append(seconds)
@@ -308,7 +317,7 @@ def main() -> None:
                     key = (db, ds, size, tool)
                     if key not in times:
                         continue
-                    moved = rows + (students_rows() if tool == "connector-run" else 0)
+                    moved = rows + (students_rows() if tool in RUNS else 0)
                     rate = moved / statistics.median(times[key])
                     print(
                         f"{'PostgreSQL' if db == 'pg' else 'MariaDB':<11}{ds:<12}"

@@ -156,11 +156,30 @@ _ADDED = """
     )
     ORDER BY s.key
 """
+# Every staged key, for a data set none of whose keys matched.
+_ALL_KEYS = "SELECT key FROM temp.staged ORDER BY key"
 _REMOVED = """
     SELECT f.key FROM fingerprint AS f
     WHERE f.dataset = ?
         AND NOT EXISTS (SELECT 1 FROM temp.staged AS s WHERE s.key = f.key)
     ORDER BY f.key
+"""
+_DROP_REMOVED = """
+    DELETE FROM fingerprint
+    WHERE dataset = ?1
+        AND NOT EXISTS (SELECT 1 FROM temp.staged AS s WHERE s.key = fingerprint.key)
+"""
+_WRITE_ALL = """
+    INSERT INTO fingerprint (dataset, key, columns)
+    SELECT ?1, key, columns FROM temp.staged
+"""
+_WRITE_DIFFERING = """
+    INSERT OR REPLACE INTO fingerprint (dataset, key, columns)
+    SELECT ?1, s.key, s.columns FROM temp.staged AS s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM fingerprint AS f
+        WHERE f.dataset = ?1 AND f.key = s.key AND f.columns = s.columns
+    )
 """
 _CHANGED = """
     SELECT s.key, f.columns, s.columns
@@ -422,13 +441,20 @@ class StateStore:
                 out.write("{\n")
                 for field, value in head.items():
                     out.write(f"  {json.dumps(field)}: {json.dumps(value)},\n")
+                # The counts say which lists are empty; where no key matched
+                # (a first send) every key is added and none needs looking up.
                 db = self._db
-                added_keys = db.execute(_ADDED, (dataset.name,))
+                added_keys: Iterable[tuple[str]] = ()
+                if added and changed + unchanged:
+                    added_keys = db.execute(_ADDED, (dataset.name,))
+                elif added:
+                    added_keys = db.execute(_ALL_KEYS)
                 _write_list(out, "added", (key for (key,) in added_keys))
                 out.write(",\n")
-                removed_keys = db.execute(_REMOVED, (dataset.name,))
+                removed_keys = db.execute(_REMOVED, (dataset.name,)) if removed else ()
                 _write_list(out, "removed", (key for (key,) in removed_keys))
                 out.write(",\n")
+                differing = db.execute(_CHANGED, (dataset.name,)) if changed else ()
                 changes = (
                     {
                         "id": key,
@@ -436,7 +462,7 @@ class StateStore:
                             old_columns, old, staged.columns, new
                         ),
                     }
-                    for key, old, new in db.execute(_CHANGED, (dataset.name,))
+                    for key, old, new in differing
                 )
                 _write_list(out, "changed", changes)
                 out.write("\n}\n")
@@ -480,15 +506,19 @@ class StateStore:
             sha256=staged.sha256,
             run_id=run_id,
         )
+        counts = self._count(staged, self._baseline(dataset.name))
+        added, removed, changed, unchanged = counts
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("DELETE FROM fingerprint WHERE dataset = ?", (dataset.name,))
-            db.execute(
-                "INSERT INTO fingerprint (dataset, key, columns) "
-                "SELECT ?, key, columns FROM temp.staged",
-                (dataset.name,),
-            )
+            # Only what differs from the last baseline is written: a night's
+            # few changes, not millions of rows deleted and written again.
+            if not removed + changed + unchanged:  # none kept yet: nothing to compare
+                db.execute(_WRITE_ALL, (dataset.name,))
+            elif added or changed:
+                db.execute(_WRITE_DIFFERING, (dataset.name,))
+            if removed:
+                db.execute(_DROP_REMOVED, (dataset.name,))
             db.execute(
                 "INSERT OR REPLACE INTO baseline (dataset, sent_at, row_count, "
                 "id_count, sha256, run_id, columns) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -343,6 +343,56 @@ def test_record_replaces_the_previous_baseline(
     assert store.baseline("staff") is None
 
 
+def test_record_writes_what_changed_and_keeps_other_data_sets(
+    store: StateStore, tmp_path: Path
+) -> None:
+    # The second record writes only the difference; the store must then hold
+    # exactly the second export's fingerprints, repeats numbered as always.
+    def fingerprints(dataset: str) -> list[tuple[str, bytes]]:
+        return store._db.execute(
+            "SELECT key, columns FROM fingerprint WHERE dataset = ? ORDER BY key",
+            (dataset,),
+        ).fetchall()
+
+    kids = write_export(tmp_path / "s.csv", STUDENTS, students(3))
+    store.record(STUDENTS, kids, run_id="r0")
+    kept = fingerprints("students")
+    day, other = "09/02/2025", "09/03/2025"
+    first = [absence("S1", day), absence("S1", day, "ILL"), absence("S2", day)]
+    first += [absence("S3", day), absence("S4", other)]
+    store.record(
+        ATTENDANCE, write_export(tmp_path / "a.csv", ATTENDANCE, first), run_id="r1"
+    )
+    # S2 changed, S3 removed, S5 added, S1 keeps both rows, S4 as it was.
+    second = [absence("S1", day, "ILL"), absence("S1", day), absence("S4", other)]
+    second += [absence("S2", day, "UNX"), absence("S5", day)]
+    export = write_export(tmp_path / "b.csv", ATTENDANCE, second)
+    diff = store.compare(ATTENDANCE, export)
+    assert (diff.added, diff.removed, diff.changed, diff.unchanged) == (1, 1, 1, 3)
+    staged = store._db.execute(
+        "SELECT key, columns FROM temp.staged ORDER BY key"
+    ).fetchall()
+
+    store.record(ATTENDANCE, export, run_id="r2")
+
+    assert fingerprints("attendance") == staged
+    assert [key for key, _ in staged] == [
+        f"S1|{day}",
+        f"S1|{day}#2",
+        f"S2|{day}",
+        f"S4|{other}",
+        f"S5|{day}",
+    ]
+    assert fingerprints("students") == kept
+    assert store.compare(ATTENDANCE, export).unchanged == 5
+    # A change alone (nothing added or removed) is written too.
+    second[2] = absence("S4", other, "UNX")
+    again = write_export(tmp_path / "c.csv", ATTENDANCE, second)
+    assert store.compare(ATTENDANCE, again).changed == 1
+    store.record(ATTENDANCE, again, run_id="r3")
+    assert store.compare(ATTENDANCE, again).unchanged == 5
+
+
 def test_record_after_a_refused_file_keeps_the_baseline(
     store: StateStore, tmp_path: Path
 ) -> None:
