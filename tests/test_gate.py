@@ -3,11 +3,14 @@ import json
 import os
 import sqlite3
 import stat
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector.datasets import ATTENDANCE, STAFF, STUDENTS, DataSet
 from connector.errors import ConnectorError, ExportError
@@ -454,3 +457,61 @@ def test_diff_as_dict_holds_counts_only(store: StateStore, tmp_path: Path) -> No
 
     assert as_dict["unchanged"] == 3 and as_dict["baseline"]["run_id"] == "r1"
     assert "S1000" not in json.dumps(as_dict)
+
+
+# A night's students: IDs from a small pool, a phone and a grade from small
+# sets, so that nights share IDs and change a value now and then.
+_nights = st.lists(
+    st.dictionaries(
+        st.integers(0, 12),
+        st.tuples(
+            st.sampled_from(["6175550100", "6175550111", ""]), st.sampled_from("56")
+        ),
+        max_size=10,
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(nights=_nights)
+def test_nights_of_sends_compare_and_record_as_a_model_says(
+    nights: list[dict[int, tuple[str, str]]],
+) -> None:
+    # Night after night the counts, the diff report's lists and what is recorded
+    # agree with a plain dict model of the last send, however the IDs come and go.
+    def row(n: int, phone: str, grade: str) -> Row:
+        return (f"S{n}", "Amadeo", "Quill", phone, "101", "", "", "", grade, "F")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        sent: dict[str, Row] = {}
+        with StateStore(folder / "gate.sqlite") as store:
+            for night, values in enumerate(nights):
+                rows = [row(n, *value) for n, value in sorted(values.items())]
+                export = write_export(folder / f"{night}.csv", STUDENTS, rows)
+                now = {r[0]: r for r in rows}
+                diff = store.compare(STUDENTS, export, allow_empty=True)
+                report = store.write_diff(STUDENTS, export, folder / f"{night}.json")
+                store.record(STUDENTS, export, run_id=f"r{night}")
+
+                common = now.keys() & sent.keys()
+                changed = sorted(k for k in common if now[k] != sent[k])
+                expected = (
+                    len(now.keys() - sent.keys()),
+                    len(sent.keys() - now.keys()),
+                    len(changed),
+                    len(common) - len(changed),
+                )
+                assert (diff.added, diff.removed, diff.changed, diff.unchanged) == (
+                    expected
+                )
+                content = json.loads(report.read_text())
+                assert content["added"] == sorted(now.keys() - sent.keys())
+                assert content["removed"] == sorted(sent.keys() - now.keys())
+                assert [c["id"] for c in content["changed"]] == changed
+                again = store.compare(STUDENTS, export, allow_empty=True)
+                assert (again.added, again.removed, again.changed) == (0, 0, 0)
+                assert again.unchanged == len(now)
+                sent = now
