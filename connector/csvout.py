@@ -57,6 +57,9 @@ REJECTIONS = {
     "required_empty": "required but empty after cleaning",
     "id_not_ascii": "the ID holds characters outside ASCII; IDs are never "
     "transliterated, as that could make them equal another one",
+    "id_not_printable": "the ID holds a tab, line break or other control "
+    "character, or two spaces in a row; IDs are never changed, as that could make "
+    "them equal another one",
     "id_too_long": "the ID is longer than the column allows; IDs are never cut",
     "duplicate_id": "repeats the ID of an earlier row",
     "student_id_clash": "this staff ID equals a student ID",

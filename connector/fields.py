@@ -65,7 +65,7 @@ NOTED_FIXES = frozenset({"truncated"})
 """Fixes that also get a row note: the value was kept, but not whole."""
 QUIET_FIXES = FIXES - NOTED_FIXES
 """Fixes that are only counted: nothing about their row needs a closer look."""
-ROW_RULES = frozenset({"id_not_ascii"})
+ROW_RULES = frozenset({"id_not_ascii", "id_not_printable"})
 """Rules a cleaner reports that reject the whole row (see csvout.REJECTIONS)."""
 NO_RULES: tuple[str, ...] = ()
 
@@ -166,17 +166,20 @@ def clean_phone(value: Any) -> tuple[str, str | None]:
 
 def _id(column: Column) -> Cleaner:
     def clean(value: Any) -> Cleaned:
-        text, rules = _text(value)
-        if "transliterated" in rules:
-            # An ID must never change: "Sé1" must not become another student's
-            # "Se1". The row is rejected, and named by its own ID with what is
-            # outside ASCII escaped ("S\xe91"), not by an ID it might share.
-            raw = value
-            if isinstance(raw, bytes):
-                raw = raw.decode("utf-8", "replace")
-            shown = str(raw).strip().encode("ascii", "backslashreplace").decode()
-            return shown, ("id_not_ascii",)
-        return text, rules
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        if not isinstance(value, str):
+            return _text(value)
+        # An ID must never change: "Sé1" must not become another student's
+        # "Se1", nor "S1<tab>" or "S<control>1" become "S1". Only the spaces a
+        # CHAR column pads with are trimmed. Any other change rejects the row,
+        # which is named by its own ID, escaped ("S\xe91"), not by one it
+        # might share.
+        trimmed = value.strip(" ")
+        if trimmed.isascii() and trimmed.isprintable() and "  " not in trimmed:
+            return trimmed, NO_RULES
+        rule = "id_not_printable" if trimmed.isascii() else "id_not_ascii"
+        return trimmed.encode("unicode_escape").decode("ascii"), (rule,)
 
     return clean
 

@@ -256,16 +256,47 @@ def test_the_tripwire_sees_raw_and_cleaned_values(
     assert "6789" not in str(info.value)
 
 
-def test_an_id_is_never_transliterated(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("odd", "shown", "rule"),
+    [
+        ("S\u00e91", "S\\xe91", "id_not_ascii"),
+        ("S1\u00a0", "S1\\xa0", "id_not_ascii"),  # a no-break space
+        ("\u3000S1", "\\u3000S1", "id_not_ascii"),
+        ("S1\t", "S1\\t", "id_not_printable"),
+        ("S\x011", "S\\x011", "id_not_printable"),
+        ("S\r\n1", "S\\r\\n1", "id_not_printable"),
+        ("S  1", "S  1", "id_not_printable"),
+    ],
+    ids=[
+        "accent",
+        "nbsp",
+        "ideographic-space",
+        "tab",
+        "control",
+        "break",
+        "two-spaces",
+    ],
+)
+def test_an_id_is_never_changed_into_another(
+    tmp_path: Path, odd: str, shown: str, rule: str
+) -> None:
+    # The odd ID comes first: were it cleaned into "S1" (or "Se1", "S 1"), the
+    # real student's row would be the one rejected as a repeat.
+    real = "Se1" if rule == "id_not_ascii" and "\u00e9" in odd else "S1"
+    real = "S 1" if odd == "S  1" else real
     writer = write(
-        STUDENTS, [student("Se1"), student("Sé1")], tmp_path / "s.csv", policy=DROP
+        STUDENTS, [student(odd), student(real)], tmp_path / "s.csv", policy=DROP
     )
-    assert writer.result.rejections == {"student_id:id_not_ascii": 1}
+    assert writer.result.rejections == {f"student_id:{rule}": 1}
     assert writer.result.written == 1
-    # The rejected row is named by its own ID, not by the one it resembles.
-    assert [(n.row, n.id, n.rule) for n in writer.result.notes] == [
-        (2, "S\\xe91", "id_not_ascii")
-    ]
+    # The rejected row is named by its own ID, escaped, not by the real one.
+    assert [(n.row, n.id, n.rule) for n in writer.result.notes] == [(1, shown, rule)]
+
+
+def test_an_id_loses_only_the_spaces_a_char_column_pads_with(tmp_path: Path) -> None:
+    writer = write(STUDENTS, [student("  S1   "), student("S2")], tmp_path / "s.csv")
+    assert writer.result.written == 2
+    assert list(writer.ids) == ["S1", "S2"]
 
 
 def test_a_cut_name_is_noted_per_row(tmp_path: Path) -> None:
