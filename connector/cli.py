@@ -1100,12 +1100,21 @@ def lean_arrow_memory() -> None:
 
     pyarrow's default (mimalloc) keeps freed pages per thread: a students
     extract peaks about 13 MB higher with it, at the same speed (README,
-    "Performance"). ``ARROW_DEFAULT_MEMORY_POOL``, when set, still decides.
+    "Performance"). ``ARROW_DEFAULT_MEMORY_POOL``, when set to an allocator
+    pyarrow has, still decides.
     """
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        return
     import pyarrow as pa
 
+    chosen = os.environ.get("ARROW_DEFAULT_MEMORY_POOL")
+    if chosen:
+        if pa.default_memory_pool().backend_name == chosen:
+            return
+        typer.echo(
+            f"warning: ARROW_DEFAULT_MEMORY_POOL={chosen!r} is not an allocator "
+            "this pyarrow has (system, mimalloc and, where built in, jemalloc); "
+            "using system. Unset it or fix its value",
+            err=True,
+        )
     pa.set_memory_pool(pa.system_memory_pool())
 
 

@@ -72,9 +72,15 @@ def test_demo_runs_end_to_end_from_the_installed_script(tmp_path: Path) -> None:
     assert "error" not in result.stderr.lower()
 
 
-@pytest.mark.parametrize("chosen", [None, "mimalloc"])
+@pytest.mark.parametrize(
+    ("chosen", "expected"),
+    [(None, "system"), ("", "system"), ("mimalloc", "mimalloc"), ("bogus", "system")],
+)
 def test_the_command_line_picks_the_arrow_allocator_unless_told(
-    monkeypatch: pytest.MonkeyPatch, chosen: str | None
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    chosen: str | None,
+    expected: str,
 ) -> None:
     import pyarrow as pa
 
@@ -85,10 +91,15 @@ def test_the_command_line_picks_the_arrow_allocator_unless_told(
     else:
         monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", chosen)
     before = pa.default_memory_pool()
+    # As pyarrow starts when the variable names an allocator it lacks.
     pa.set_memory_pool(pa.mimalloc_memory_pool())
     try:
         lean_arrow_memory()
-        expected = "system" if chosen is None else "mimalloc"
         assert pa.default_memory_pool().backend_name == expected
     finally:
         pa.set_memory_pool(before)
+    warning = capsys.readouterr().err
+    if chosen == "bogus":
+        assert warning.startswith("warning: ARROW_DEFAULT_MEMORY_POOL='bogus' is not")
+    else:
+        assert warning == ""
