@@ -847,10 +847,16 @@ class StateStore:
                 log.debug("gate %s: a key repeats; numbering repeats", dataset.name)
             db.execute(_SORT_BY_KEY)
             db.execute(_KEEP_FIRST)
-            db.executemany(
-                "INSERT INTO temp.staged (key, columns) VALUES (?, ?)",
-                _numbered(db.execute(_REPEATS)),
-            )
+            db.execute("SAVEPOINT numbering")
+            try:
+                db.executemany(
+                    "INSERT INTO temp.staged (key, columns) VALUES (?, ?)",
+                    _numbered(db.execute(_REPEATS)),
+                )
+            except sqlite3.IntegrityError:
+                db.execute("ROLLBACK TO numbering")
+                raise self._numbering_clash(dataset, export) from None
+            db.execute("RELEASE numbering")
             db.execute("DELETE FROM temp.sorted_row")
             return
         try:
@@ -861,6 +867,27 @@ class StateStore:
                 f"{dataset.name} data set's {dataset.id_column.header} must be "
                 "unique, extract it again"
             ) from None
+
+    def _numbering_clash(self, dataset: DataSet, export: Path) -> ExportError:
+        """The error for a repeat numbered ``key#n`` where another row's key is
+        already ``key#n`` (a key column's value ending in ``#`` and a number)."""
+        db = self._db
+        for key, _ in _numbered(db.execute(_REPEATS)):
+            taken = db.execute("SELECT 1 FROM temp.staged WHERE key = ?", (key,))
+            if taken.fetchone() is not None:
+                break
+        else:
+            key = "?"
+        base, _, _ = key.rpartition(REPEAT_MARK)
+        headers = ", ".join(
+            dataset.columns[i].header for i in key_rule(dataset).positions
+        )
+        return ExportError(
+            f"export {export}: the key {base} repeats, and the safety gate numbers "
+            f"its repeats {base}{REPEAT_MARK}2 and on, but {key} is another row's "
+            f"own key ({headers}); change the value ending in '{REPEAT_MARK}' and a "
+            "number in the SIS or in the template"
+        )
 
     def _count(
         self, staged: _Staged, baseline: Baseline | None

@@ -515,3 +515,26 @@ def test_nights_of_sends_compare_and_record_as_a_model_says(
                 assert (again.added, again.removed, again.changed) == (0, 0, 0)
                 assert again.unchanged == len(now)
                 sent = now
+
+
+def test_a_repeat_numbered_as_another_rows_key_is_one_clear_error(
+    store: StateStore, tmp_path: Path
+) -> None:
+    from connector.datasets import attendance
+
+    events = attendance("event")
+    day = "12/01/2026"
+    rows = [("S1", "EXC", day, "1"), ("S1", "EXC", day, "1")]
+    rows.append(("S1", "EXC", day, "1#2"))  # what the repeat would be numbered
+    export = write_export(tmp_path / "a.csv", events, rows)
+
+    with pytest.raises(ExportError) as info:
+        store.compare(events, export)
+
+    message = str(info.value)
+    assert f"the key S1|{day}|1 repeats" in message
+    assert f"but S1|{day}|1#2 is another row's own key" in message
+    assert "(Student ID, Absence Date, Period)" in message
+    # The store is still usable, and a clean export goes through.
+    clean = write_export(tmp_path / "b.csv", events, rows[:2])
+    assert store.compare(events, clean).rows == 2
