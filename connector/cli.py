@@ -30,7 +30,7 @@ payload is kept); 5 the receiver holds other bytes than were sent; 6 the safety
 gate held the send (an empty export or too many rows gone; see the changes report,
 then --accept-change); 7 this business date or this very source file was already
 sent (--force sends again); 8 another run of the same config is running (it
-holds the run lock)."""
+holds the run lock), or another process holds the gate's state store locked."""
 
 app = typer.Typer(
     name="connector",

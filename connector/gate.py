@@ -43,11 +43,13 @@ import pyarrow.csv as pacsv
 
 from .csvout import CSV_OPTIONS, csv_record
 from .datasets import DataSet
-from .errors import ConnectorError, ExportError
+from .errors import ConnectorError, ExitCode, ExportError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+# How long to wait for a store another process holds locked.
+BUSY_SECONDS = 30.0
 BATCH_ROWS = 10_000
 # Bytes of an export parsed at a time by the columnar path (about 8,000
 # attendance rows): larger blocks are no faster, and pyarrow's parser holds
@@ -1068,7 +1070,7 @@ def _open(path: Path) -> sqlite3.Connection:
             log.warning("gate state store %s was readable by others: now 0600", path)
             path.chmod(0o600)
         # isolation_level=None: transactions are begun and ended explicitly here.
-        return sqlite3.connect(path, isolation_level=None, timeout=30)
+        return sqlite3.connect(path, isolation_level=None, timeout=BUSY_SECONDS)
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise _not_writable(path, exc) from exc
@@ -1095,6 +1097,13 @@ def _store_error(path: Path, exc: sqlite3.Error) -> ConnectorError:
             f"gate state store {path} is damaged ({exc}); move it aside "
             "to start over: the next send then has no baseline and is held "
             "because earlier sends are logged, until sent with --accept-change"
+        )
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return ConnectorError(
+            f"gate state store {path} is locked by another process (another "
+            f"connector, or a tool holding it open) and stayed locked for "
+            f"{BUSY_SECONDS:g} s; let it finish or close it, then run again",
+            exit_code=ExitCode.LOCKED,
         )
     if name.startswith("SQLITE_FULL"):
         return ConnectorError(

@@ -411,6 +411,10 @@ def _name_exports(job: Job, exports: Iterable[Path]) -> list[tuple[str, Path]]:
     by_file = {job.export_name(name): name for name in job.datasets}
     named = []
     for path in exports:
+        if path.is_dir():
+            raise ExportError(
+                f"export {path} is a folder, not a file; give the export's file"
+            )
         if not path.is_file():
             raise ExportError(f"export {path} does not exist; run `connector extract`")
         name = by_file.get(path.name)

@@ -538,3 +538,23 @@ def test_a_repeat_numbered_as_another_rows_key_is_one_clear_error(
     # The store is still usable, and a clean export goes through.
     clean = write_export(tmp_path / "b.csv", events, rows[:2])
     assert store.compare(events, clean).rows == 2
+
+
+def test_a_store_locked_by_another_process_is_exit_8(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from connector import gate
+    from connector.errors import ExitCode
+
+    monkeypatch.setattr(gate, "BUSY_SECONDS", 0.2)
+    path = tmp_path / "state" / "gate.sqlite"
+    export = write_export(tmp_path / "s.csv", STUDENTS, students(3))
+    with StateStore(path) as store:
+        store.record(STUDENTS, export, run_id="r1")
+    with closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(ConnectorError) as info:
+            with StateStore(path) as store:
+                store.compare(STUDENTS, export)
+    assert info.value.exit_code == ExitCode.LOCKED
+    assert str(info.value).startswith(f"gate state store {path} is locked by another")

@@ -214,3 +214,16 @@ def test_check_fails_a_students_query_with_no_rows(
     outcome = check_job(job)
     [students] = [d for d in outcome.datasets if d.name == "students"]
     assert not outcome.is_ok and "no rows" in students.verdict
+
+
+def test_send_of_a_folder_says_it_is_a_folder(
+    tmp_path: Path, district: Path, live: Receiver
+) -> None:
+    from connector.pipeline import send
+
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file)
+    folder = tmp_path / "students.csv"
+    folder.mkdir()
+    with pytest.raises(ExportError, match="is a folder, not a file"):
+        send(job, [folder])
