@@ -401,6 +401,17 @@ class StateStore:
             changed,
             f"held: {reason}" if reason else "passed",
         )
+        with self._guard():
+            before = self._baseline_columns(dataset.name)
+        if before is not None and before != dataset.column_names:
+            log.warning(
+                "gate %s: the columns are not those of the last send (then %s, now "
+                "%s): a row whose values only moved compares as changed, with no "
+                "column named",
+                dataset.name,
+                ", ".join(before),
+                ", ".join(dataset.column_names),
+            )
         return diff
 
     def write_diff(self, dataset: DataSet, export: Path, report: Path) -> Path:
@@ -425,6 +436,8 @@ class StateStore:
             "export": export.name,
             "sha256": staged.sha256,
             "baseline": None if baseline is None else asdict(baseline),
+            "columns": list(staged.columns),
+            "baseline_columns": list(old_columns) if baseline else None,
             "counts": {
                 "rows": staged.rows,
                 "ids": staged.ids,

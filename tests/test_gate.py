@@ -558,3 +558,31 @@ def test_a_store_locked_by_another_process_is_exit_8(
                 store.compare(STUDENTS, export)
     assert info.value.exit_code == ExitCode.LOCKED
     assert str(info.value).startswith(f"gate state store {path} is locked by another")
+
+
+def test_columns_moved_since_the_last_send_are_said(
+    store: StateStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dataclasses import replace
+
+    rows = students(4)
+    store.record(STUDENTS, write_export(tmp_path / "a.csv", STUDENTS, rows), run_id="r")
+    cols = list(STUDENTS.columns)
+    cols[3], cols[6] = cols[6], cols[3]  # phone and alternate phone swap places
+    moved = replace(STUDENTS, columns=tuple(cols))
+    swapped = [(*r[:3], r[6], *r[4:6], r[3], *r[7:]) for r in rows]
+    export = write_export(tmp_path / "b.csv", moved, swapped)
+
+    with caplog.at_level("WARNING", logger="connector.gate"):
+        diff = store.compare(moved, export)
+    report = json.loads(
+        store.write_diff(moved, export, tmp_path / "d.json").read_text()
+    )
+
+    assert diff.changed == 4
+    assert "the columns are not those of the last send" in caplog.text
+    assert report["columns"] == list(moved.column_names)
+    assert report["baseline_columns"] == list(STUDENTS.column_names)
+    assert {c["id"]: c["columns"] for c in report["changed"]} == {
+        r[0]: [] for r in rows
+    }
