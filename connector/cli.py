@@ -190,7 +190,7 @@ def _print_report(report: Any, folder: Path | None = None) -> None:
     if report.exports:
         typer.echo(report.table())
     for r in report.exports:
-        if r.written or r.rejected:
+        if r.written or r.rejected or r.size:  # size: an empty export, written
             typer.echo(f"{r.dataset}: {r.path} ({r.written} rows, {r.size} bytes)")
         if r.fixes:
             counts = ", ".join(f"{k}={v}" for k, v in sorted(r.fixes.items()))

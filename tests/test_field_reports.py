@@ -430,6 +430,18 @@ def test_extract_prints_rows_and_bytes_per_export(offline: Job) -> None:
     assert f"students: {export} (200 rows, {size} bytes)" in result.stdout.splitlines()
 
 
+def test_extract_prints_an_empty_export_too(offline: Job) -> None:
+    # A day without absences: attendance may be empty, and its file is written.
+    template = offline.template_path("attendance")
+    body = template.read_text(encoding="utf-8").strip().rstrip(";")
+    template.write_text(f"SELECT * FROM (\n{body}\n) no_rows WHERE 1 = 0\n")
+    result = connector("extract", "-c", str(offline.path))
+    assert result.returncode == 0, result.stderr
+    export = offline.output_folder / "attendance.csv"
+    size = export.stat().st_size
+    assert f"attendance: {export} (0 rows, {size} bytes)" in result.stdout.splitlines()
+
+
 def test_help_and_readme_say_what_the_commands_take() -> None:
     send = connector("send", "--help")
     assert "see below" not in send.stdout
