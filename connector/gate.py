@@ -370,6 +370,7 @@ class StateStore:
             staged = self._stage(dataset, export)
             baseline = self._baseline(dataset.name)
             added, removed, changed, unchanged = self._count(staged, baseline)
+            before = self._baseline_columns(dataset.name)
         reason = _hold_reason(
             baseline,
             staged.rows,
@@ -401,8 +402,6 @@ class StateStore:
             changed,
             f"held: {reason}" if reason else "passed",
         )
-        with self._guard():
-            before = self._baseline_columns(dataset.name)
         if before is not None and before != dataset.column_names:
             log.warning(
                 "gate %s: the columns are not those of the last send (then %s, now "
