@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import tempfile
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connector import gate
 from connector.datasets import ATTENDANCE, STAFF, STUDENTS, DataSet
 from connector.errors import ConnectorError, ExportError
 from connector.gate import StateStore, key_rule
@@ -427,8 +429,54 @@ def test_reopening_keeps_the_baseline_and_the_key(tmp_path: Path) -> None:
 
     assert baseline == recorded
     assert diff.unchanged == 12 and diff.changed == 0
-    assert version == 1 and len(key) == 32
+    assert version == gate.SCHEMA_VERSION == 2 and len(key) == 32
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+VERSION_1 = Path(__file__).parent / "data" / "gate-v1"
+
+
+def test_a_version_1_store_keeps_its_baselines(tmp_path: Path) -> None:
+    # tests/data/gate-v1 holds a store written by schema version 1, which
+    # fingerprinted the key columns too, after a send of the two exports
+    # beside it (attendance with a repeated key, numbered #2).
+    for name in ("state.sqlite", "students.csv", "attendance.csv"):
+        shutil.copy(VERSION_1 / name, tmp_path / name)
+    path = tmp_path / "state.sqlite"
+    path.chmod(0o600)
+    kids, days = tmp_path / "students.csv", tmp_path / "attendance.csv"
+    with StateStore(path) as store:
+        assert store.baseline("students").run_id == "20251001T020000Z-v1"  # type: ignore[union-attr]
+        same = store.compare(STUDENTS, kids)
+        absences = store.compare(ATTENDANCE, days)
+    assert (same.unchanged, same.changed, same.added, same.removed) == (6, 0, 0, 0)
+    assert (absences.unchanged, absences.changed, absences.ids) == (5, 0, 4)
+
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        keys = dict(db.execute("SELECT dataset, key_columns FROM baseline"))
+        prints = list(db.execute("SELECT dataset, columns FROM fingerprint"))
+    assert keys == {"students": '["student_id"]', "attendance": gate_key_json()}
+    for dataset, columns in prints:
+        slots = key_rule(STUDENTS if dataset == "students" else ATTENDANCE).positions
+        assert all(columns[8 * i : 8 * i + 8] == bytes(8) for i in slots)
+        assert columns.count(bytes(8)) == len(slots)
+
+    # A change after the conversion is one, named by its column.
+    with kids.open(newline="") as f:
+        rows = [tuple(r) for r in csv.reader(f)][1:]
+    rows[2] = (*rows[2][:3], "6175559999", *rows[2][4:])
+    write_export(kids, STUDENTS, rows)
+    with StateStore(path) as store:
+        diff = store.compare(STUDENTS, kids)
+        report = store.write_diff(STUDENTS, kids, tmp_path / "changes.json")
+    assert (diff.changed, diff.unchanged) == (1, 5)
+    changed = json.loads(report.read_text())["changed"]
+    assert changed == [{"id": "S1002", "columns": ["phone"]}]
+
+
+def gate_key_json() -> str:
+    return json.dumps(list(ATTENDANCE.key_columns))
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
