@@ -2,7 +2,7 @@
 
 After a verified send, ``StateStore.record`` keeps, per data set, the counts and
 SHA-256 of the export and, per row key, one fingerprint per column (a key column's
-is left zero: the key itself says what it holds). Before the
+is left zero where the key itself says what it holds). Before the
 next send, ``StateStore.compare`` matches the new export against that record and
 holds the send when the export is empty or has lost more than ``max_drop`` of its
 rows or of its distinct IDs; ``StateStore.write_diff`` lists the keys added,
@@ -23,6 +23,7 @@ import contextlib
 import csv
 import datetime as dt
 import errno
+import functools
 import hashlib
 import io
 import itertools
@@ -43,7 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .csvout import CSV_OPTIONS, csv_record
-from .datasets import DataSet
+from .datasets import DATASETS, PERIOD_SHAPES, DataSet, attendance
 from .errors import ConnectorError, ExitCode, ExportError
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ MEMO_DISTINCT = 256
 FINGERPRINT_SIZE = 8
 # A key column's fingerprint: the key names the row, so its columns are the same
 # whenever two rows are compared, and hashing them (the IDs) would buy nothing.
+# Only where a key column's value holds the separator could two rows' columns
+# join to one key ("A|1", "2" and "A", "1|2"): there they are hashed.
 NO_FINGERPRINT = bytes(FINGERPRINT_SIZE)
 KEY_SEPARATOR = "|"
 REPEAT_MARK = "#"
@@ -593,7 +596,12 @@ class StateStore:
                     log.info("gate state store %s created", self.path)
                 elif version == 1:
                     # Version 1 fingerprinted key columns too; each data set's
-                    # baseline is converted when it is next used (_unkey).
+                    # baseline is converted when it is next used (_unkey). A
+                    # damaged store is said to be so before it is marked
+                    # upgraded, which would lock the older connector out.
+                    checked = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+                    if checked != "ok":
+                        raise _damaged(self.path, " ".join(checked.split()))
                     db.execute("ALTER TABLE baseline ADD COLUMN key_columns TEXT")
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     log.info(
@@ -678,17 +686,32 @@ class StateStore:
             )
 
     def _unkey(self, dataset: DataSet) -> None:
-        """Leave zero the key columns' fingerprints of a baseline that a schema
-        version 1 store recorded with them, as every later one is recorded."""
+        """Convert a baseline that a schema version 1 store recorded with its key
+        columns' fingerprints to the form every later one is recorded in.
+
+        The key columns are those of the shape the baseline was recorded in,
+        whatever the data set's shape now; their fingerprints are left zero in
+        each row whose key says what they hold (``_unambiguous``).
+        """
         db = self._db
-        row = db.execute(
-            "SELECT columns, key_columns FROM baseline WHERE dataset = ?",
-            (dataset.name,),
-        ).fetchone()
+        select = "SELECT columns, key_columns FROM baseline WHERE dataset = ?"
+        row = db.execute(select, (dataset.name,)).fetchone()
         if row is None or row[1] is not None:
             return
-        recorded = json.loads(row[0])
-        slots = [recorded.index(c) for c in dataset.key_columns if c in recorded]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(select, (dataset.name,)).fetchone()
+            if row is not None and row[1] is None:
+                self._convert(dataset, json.loads(row[0]))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _convert(self, dataset: DataSet, recorded: list[str]) -> None:
+        """Zero the key slots of the baseline whose columns are ``recorded``."""
+        keys = _recorded_key(dataset.name, recorded) or dataset.key_columns
+        slots = [recorded.index(c) for c in keys if c in recorded]
 
         def unkeyed(prints: bytes) -> bytes:
             parts = list(_split(prints))
@@ -696,22 +719,22 @@ class StateStore:
                 parts[slot] = NO_FINGERPRINT
             return b"".join(parts)
 
+        db = self._db
         db.create_function("connector_unkeyed", 1, unkeyed, deterministic=True)
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute(
-                "UPDATE fingerprint SET columns = connector_unkeyed(columns) "
-                "WHERE dataset = ?",
-                (dataset.name,),
-            )
-            db.execute(
-                "UPDATE baseline SET key_columns = ? WHERE dataset = ?",
-                (json.dumps(dataset.key_columns), dataset.name),
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        sql = (
+            "UPDATE fingerprint SET columns = connector_unkeyed(columns) "
+            "WHERE dataset = ?"
+        )
+        if len(keys) > 1:
+            # Only keys holding no separator but the ones between their parts.
+            sql += f" AND length(key) - length(replace(key, ?, '')) = {len(keys) - 1}"
+            db.execute(sql, (dataset.name, KEY_SEPARATOR))
+        else:
+            db.execute(sql, (dataset.name,))
+        db.execute(
+            "UPDATE baseline SET key_columns = ? WHERE dataset = ?",
+            (json.dumps(list(keys)), dataset.name),
+        )
         log.info("gate %s: baseline converted to schema version 2", dataset.name)
 
     def _count_ids(self, rule: KeyRule, rows: int) -> int:
@@ -753,11 +776,7 @@ class StateStore:
         ``csv.reader`` or that is not ASCII, starts over with ``csv.reader``, whose
         keys and fingerprints are the same and whose errors name the line.
         """
-        keyed = key_rule(dataset).positions
-        memos = [
-            _KeyColumn() if i in keyed else _Fingerprints(self._column_hash(name))
-            for i, name in enumerate(dataset.column_names)
-        ]
+        memos = [_Fingerprints(self._column_hash(n)) for n in dataset.column_names]
         rows = self._load_columns(dataset, raw, memos)
         if rows is not None:
             return rows
@@ -770,7 +789,7 @@ class StateStore:
             text.detach()
 
     def _load_columns(
-        self, dataset: DataSet, raw: IO[bytes], memos: Sequence[_Memo]
+        self, dataset: DataSet, raw: IO[bytes], memos: Sequence[_Fingerprints]
     ) -> int | None:
         """Load an export in the writer's strict form a block at a time, with
         pyarrow; None (with some rows loaded) where the file is not in that form.
@@ -808,7 +827,7 @@ class StateStore:
             columns = [column.combine_chunks() for column in table.columns]
             if not _written(columns).equals(data):
                 return None
-            self._insert(rule, columns, _fingerprints(columns, memos))
+            self._insert(rule, columns, _fingerprints(columns, memos, rule.positions))
             rows += table.num_rows
         return rows
 
@@ -856,7 +875,7 @@ class StateStore:
         dataset: DataSet,
         export: Path,
         text: IO[str],
-        memos: Sequence[_Memo],
+        memos: Sequence[_Fingerprints],
     ) -> int:
         """Stream the export's rows into ``staged_row`` with ``csv.reader``."""
         self._bound_ids = True
@@ -890,18 +909,11 @@ class StateStore:
                         f"export {export}, line {reader.line_num}: {len(row)} fields "
                         f"where the {dataset.name} data set has {width}"
                     )
-                append(
-                    (
-                        join_key([row[i] for i in positions]),
-                        row[0],
-                        join(
-                            [
-                                memo[value]
-                                for memo, value in zip(memos, row, strict=True)
-                            ]
-                        ),
-                    )
-                )
+                prints = [memo[value] for memo, value in zip(memos, row, strict=True)]
+                if not _ambiguous_key(row, positions):
+                    for i in positions:
+                        prints[i] = NO_FINGERPRINT
+                append((join_key([row[i] for i in positions]), row[0], join(prints)))
                 if len(batch) >= BATCH_ROWS:
                     self._db.executemany(insert, batch)
                     rows += len(batch)
@@ -1017,6 +1029,21 @@ def _parked(dataset: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _recorded_key(name: str, recorded: Sequence[str]) -> tuple[str, ...] | None:
+    """The key columns of data set ``name`` in the shape whose declared columns
+    begin ``recorded`` (attendance's period shapes differ from the fourth on);
+    None when no shape's do."""
+    if name == "attendance":
+        shapes = [attendance(shape, period_columns=1) for shape in PERIOD_SHAPES]
+    else:
+        shapes = [DATASETS[name]] if name in DATASETS else []
+    for shape in shapes:
+        names = shape.column_names
+        if tuple(recorded[: len(names)]) == names:
+            return shape.key_columns
+    return None
+
+
 def _first_part(key: str) -> str:
     """SQL for the part of the key ``key`` (a column name) before its first
     separator: the row's ID, where the key starts with it and no ID holds one."""
@@ -1092,25 +1119,53 @@ def _concatenated(values: pa.Array, separator: str | bytes) -> pa.Scalar:
     return joined
 
 
-def _fingerprints(columns: Sequence[pa.Array], memos: Sequence[_Memo]) -> pa.Array:
+def _fingerprints(
+    columns: Sequence[pa.Array],
+    memos: Sequence[_Fingerprints],
+    keyed: Sequence[int] = (),
+) -> pa.Array:
     """Each row's column fingerprints side by side, one binary value per row.
 
     Each distinct value of a column in the block is hashed (or looked up) once,
-    and its fingerprint spread to the rows holding it.
+    and its fingerprint spread to the rows holding it. The key columns at
+    ``keyed`` get ``NO_FINGERPRINT``, but in a row where one of them holds the
+    separator (``_unambiguous``).
     """
+    none = pa.scalar(NO_FINGERPRINT)
+    plain = _unambiguous(columns, keyed)
     parts = []
-    for column, memo in zip(columns, memos, strict=True):
-        if isinstance(memo, _KeyColumn):
-            parts.append(pa.scalar(NO_FINGERPRINT))
+    for i, (column, memo) in enumerate(zip(columns, memos, strict=True)):
+        if i in keyed and plain is None:
+            parts.append(none)
             continue
         encoded = pc.dictionary_encode(column)
         digests = pa.array(memo.of(encoded.dictionary), pa.binary())
-        parts.append(pc.take(digests, encoded.indices))
+        part = pc.take(digests, encoded.indices)
+        parts.append(pc.if_else(plain, none, part) if i in keyed else part)
     prints = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
     if isinstance(prints, pa.Scalar):  # every column is a key column
         return pa.array([prints.as_py()] * len(columns[0]), pa.binary())
     joined: pa.Array = prints
     return joined
+
+
+def _unambiguous(columns: Sequence[pa.Array], keyed: Sequence[int]) -> pa.Array | None:
+    """The rows whose key columns at ``keyed`` join to a key that says what each
+    holds (none holds the separator), as a mask; None when all rows' do, as
+    always with a single column."""
+    if len(keyed) < 2:
+        return None
+    marked = [pc.match_substring(columns[i], KEY_SEPARATOR) for i in keyed]
+    found = functools.reduce(pc.or_, marked)
+    if not pc.any(found).as_py():
+        return None
+    mask: pa.Array = pc.invert(found)
+    return mask
+
+
+def _ambiguous_key(row: Sequence[str], keyed: Sequence[int]) -> bool:
+    """``_unambiguous`` for one row: whether its key columns need fingerprints."""
+    return len(keyed) > 1 and any(KEY_SEPARATOR in row[i] for i in keyed)
 
 
 class _Fingerprints(dict[str, bytes]):
@@ -1155,16 +1210,6 @@ class _Fingerprints(dict[str, bytes]):
         return digests
 
 
-class _KeyColumn(dict[str, bytes]):
-    """A key column's fingerprints: all ``NO_FINGERPRINT``, none remembered."""
-
-    def __missing__(self, value: str) -> bytes:
-        return NO_FINGERPRINT
-
-
-_Memo = _Fingerprints | _KeyColumn
-
-
 def _open(path: Path) -> sqlite3.Connection:
     """Connect to the store, creating its folder and an owner-only file."""
     try:
@@ -1198,11 +1243,7 @@ def _store_error(path: Path, exc: sqlite3.Error) -> ConnectorError:
     if name.startswith(_NOT_WRITABLE):
         return _not_writable(path, exc)
     if name.startswith(_DAMAGED):
-        return ConnectorError(
-            f"gate state store {path} is damaged ({exc}); move it aside "
-            "to start over: the next send then has no baseline and is held "
-            "because earlier sends are logged, until sent with --accept-change"
-        )
+        return _damaged(path, str(exc))
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         return ConnectorError(
             f"gate state store {path} is locked by another process (another "
@@ -1218,6 +1259,14 @@ def _store_error(path: Path, exc: sqlite3.Error) -> ConnectorError:
     return ConnectorError(
         f"gate state store {path} cannot be used ({exc}); run again, and if it "
         "repeats check the state folder's disk and permissions"
+    )
+
+
+def _damaged(path: Path, detail: str) -> ConnectorError:
+    return ConnectorError(
+        f"gate state store {path} is damaged ({detail}); move it aside "
+        "to start over: the next send then has no baseline and is held "
+        "because earlier sends are logged, until sent with --accept-change"
     )
 
 

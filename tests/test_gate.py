@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connector import gate
-from connector.datasets import ATTENDANCE, STAFF, STUDENTS, DataSet
+from connector.datasets import ATTENDANCE, STAFF, STUDENTS, DataSet, attendance
 from connector.errors import ConnectorError, ExportError
 from connector.gate import StateStore, key_rule
 
@@ -436,31 +436,58 @@ def test_reopening_keeps_the_baseline_and_the_key(tmp_path: Path) -> None:
 VERSION_1 = Path(__file__).parent / "data" / "gate-v1"
 
 
+def version_1_store(tmp_path: Path, folder: Path = VERSION_1) -> Path:
+    """A copy of a store that schema version 1 wrote, with the exports it
+    recorded beside it; returns the store's path."""
+    for name in ("state.sqlite", "students.csv", "attendance.csv"):
+        if (folder / name).exists():
+            shutil.copy(folder / name, tmp_path / name)
+    path = tmp_path / "state.sqlite"
+    path.chmod(0o600)
+    return path
+
+
+def key_slots(path: Path) -> dict[str, list[bytes]]:
+    """Per stored key, its key columns' fingerprints."""
+    with closing(sqlite3.connect(path)) as db:
+        keys = dict(db.execute("SELECT dataset, key_columns FROM baseline"))
+        recorded = dict(db.execute("SELECT dataset, columns FROM baseline"))
+        found = {}
+        for dataset, key, prints in db.execute(
+            "SELECT dataset, key, columns FROM fingerprint"
+        ):
+            names = json.loads(recorded[dataset])
+            slots = [names.index(c) for c in json.loads(keys[dataset])]
+            found[key] = [prints[8 * i : 8 * i + 8] for i in slots]
+    return found
+
+
 def test_a_version_1_store_keeps_its_baselines(tmp_path: Path) -> None:
     # tests/data/gate-v1 holds a store written by schema version 1, which
     # fingerprinted the key columns too, after a send of the two exports
-    # beside it (attendance with a repeated key, numbered #2).
-    for name in ("state.sqlite", "students.csv", "attendance.csv"):
-        shutil.copy(VERSION_1 / name, tmp_path / name)
-    path = tmp_path / "state.sqlite"
-    path.chmod(0o600)
+    # beside it (attendance with a repeated key, numbered #2, and an ID
+    # holding the key separator).
+    path = version_1_store(tmp_path)
     kids, days = tmp_path / "students.csv", tmp_path / "attendance.csv"
     with StateStore(path) as store:
         assert store.baseline("students").run_id == "20251001T020000Z-v1"  # type: ignore[union-attr]
         same = store.compare(STUDENTS, kids)
         absences = store.compare(ATTENDANCE, days)
     assert (same.unchanged, same.changed, same.added, same.removed) == (6, 0, 0, 0)
-    assert (absences.unchanged, absences.changed, absences.ids) == (5, 0, 4)
+    assert (absences.unchanged, absences.changed, absences.ids) == (6, 0, 5)
 
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
         keys = dict(db.execute("SELECT dataset, key_columns FROM baseline"))
-        prints = list(db.execute("SELECT dataset, columns FROM fingerprint"))
-    assert keys == {"students": '["student_id"]', "attendance": gate_key_json()}
-    for dataset, columns in prints:
-        slots = key_rule(STUDENTS if dataset == "students" else ATTENDANCE).positions
-        assert all(columns[8 * i : 8 * i + 8] == bytes(8) for i in slots)
-        assert columns.count(bytes(8)) == len(slots)
+    assert keys == {
+        "students": '["student_id"]',
+        "attendance": '["student_id", "absence_date"]',
+    }
+    # Zero but where the key's columns cannot be told apart from it.
+    for key, slots in key_slots(path).items():
+        zero = all(slot == bytes(8) for slot in slots)
+        assert zero == (key != "S|1004|09/03/2025"), key
+        assert zero or bytes(8) not in slots
 
     # A change after the conversion is one, named by its column.
     with kids.open(newline="") as f:
@@ -475,8 +502,69 @@ def test_a_version_1_store_keeps_its_baselines(tmp_path: Path) -> None:
     assert changed == [{"id": "S1002", "columns": ["phone"]}]
 
 
-def gate_key_json() -> str:
-    return json.dumps(list(ATTENDANCE.key_columns))
+def test_a_version_1_baseline_is_converted_for_the_shape_it_was_sent_in(
+    tmp_path: Path,
+) -> None:
+    # An event-shaped baseline (the key holds the period) first asked about
+    # with the day shape, as after a config changed back and forth: the
+    # conversion follows the recorded columns, not the shape of the call.
+    path = version_1_store(tmp_path, VERSION_1 / "event")
+    days = tmp_path / "attendance.csv"
+    event = attendance("event")
+    with StateStore(path) as store:
+        with pytest.raises(ExportError, match="header row is not"):
+            store.compare(ATTENDANCE, days)
+        diff = store.compare(event, days)
+    assert (diff.unchanged, diff.changed, diff.ids) == (4, 0, 3)
+    slots = key_slots(path)
+    assert all(
+        s == [bytes(8)] * 3 for k, s in slots.items() if k != "S|1002|09/03/2025|3"
+    )
+    assert bytes(8) not in slots["S|1002|09/03/2025|3"]
+
+
+def test_a_damaged_version_1_store_is_said_to_be_and_left_as_it_was(
+    tmp_path: Path,
+) -> None:
+    path = version_1_store(tmp_path)
+    damaged = bytearray(path.read_bytes())
+    damaged[20480] = 0xFF  # the fingerprint table's page is of no known type
+    path.write_bytes(damaged)
+    with pytest.raises(
+        ConnectorError, match=r"is damaged \(\*\*\* in database main \*\*\* Page 6"
+    ) as error:
+        StateStore(path)
+    assert "\n" not in str(error.value)
+    # Not marked upgraded: the older connector would then only say "newer".
+    assert path.read_bytes() == damaged
+    assert int.from_bytes(damaged[60:64], "big") == 1  # the header's user_version
+
+
+def test_key_columns_that_join_to_one_key_still_compare_by_their_values(
+    store: StateStore, tmp_path: Path
+) -> None:
+    # ("A|10/01/2025", ..., "3") and ("A", ..., "10/02/2025|3") join to one key.
+    event = attendance("event")
+    before = [
+        ("A|10/01/2025", "EXC", "10/02/2025", "3"),
+        ("B", "EXC", "10/02/2025", "1"),
+    ]
+    after = [
+        ("A", "EXC", "10/01/2025", "10/02/2025|3"),
+        ("B", "EXC", "10/02/2025", "1"),
+    ]
+    store.record(event, write_export(tmp_path / "a.csv", event, before), run_id="r1")
+    export = write_export(tmp_path / "b.csv", event, after)
+    diff = store.compare(event, export)
+    report = store.write_diff(event, export, tmp_path / "changes.json")
+    assert (diff.changed, diff.unchanged) == (1, 1)
+    changed = json.loads(report.read_text())["changed"]
+    assert changed == [
+        {
+            "id": "A|10/01/2025|10/02/2025|3",
+            "columns": ["student_id", "absence_date", "period"],
+        }
+    ]
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
