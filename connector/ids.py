@@ -7,6 +7,9 @@ each attendance row's student and each staff ID against them. A Python dict of
 and finds those already held (one Arrow set lookup over the held IDs), after
 which ``in`` for that batch's IDs is a set lookup. A row number (``[]``, for an
 error message) and a lookup outside the focus scan the arrays: right, only slow.
+Each array's smallest and largest ID are kept, and an array whose range misses
+the IDs asked for is not scanned: IDs that come in order (a template with ORDER
+BY) are looked up against the few arrays they may be in, not every ID held.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class IdIndex(Mapping[str, int]):
     def __init__(self, items: Mapping[str, int] | None = None) -> None:
         self._keys: list[pa.Array] = []
         self._rows: list[pa.Array] = []
+        # Each of _keys' smallest and largest ID.
+        self._bounds: list[tuple[str, str]] = []
         self._held = 0
         self._pending: dict[str, int] = {}
         self._asking: pa.Array | None = None
@@ -78,8 +83,10 @@ class IdIndex(Mapping[str, int]):
         if not len(keys):
             return
         self._flush()
-        self._keys.append(pa.array(keys, pa.string()))
+        array = pa.array(keys, pa.string())
+        self._keys.append(array)
         self._rows.append(pa.array(rows, pa.int64()))
+        self._bounds.append(_bounds(array))
         self._held += len(keys)
         self._compact()
 
@@ -91,8 +98,14 @@ class IdIndex(Mapping[str, int]):
         self._asking, self._asked, self._found = keys, None, frozenset()
         self._all_found = False
         hits = 0
-        if len(keys) and self._keys:
-            held = pa.chunked_array(self._keys, pa.string())
+        low, high = _bounds(keys) if len(keys) else ("", "")
+        chunks = [
+            chunk
+            for chunk, (first, last) in zip(self._keys, self._bounds, strict=True)
+            if first <= high and low <= last
+        ]
+        if len(keys) and chunks:
+            held = pa.chunked_array(chunks, pa.string())
             mask = pc.is_in(held, value_set=keys)
             hits = pc.sum(mask).as_py() or 0
             if hits == len(keys):
@@ -119,7 +132,11 @@ class IdIndex(Mapping[str, int]):
         return self._all_found or key in self._found
 
     def _scan(self, key: str) -> int | None:
-        for chunk, rows in zip(self._keys, self._rows, strict=True):
+        for chunk, rows, (first, last) in zip(
+            self._keys, self._rows, self._bounds, strict=True
+        ):
+            if not first <= key <= last:
+                continue
             where = pc.index(chunk, key).as_py()
             if where >= 0:
                 row: int = rows[where].as_py()
@@ -135,6 +152,15 @@ class IdIndex(Mapping[str, int]):
         if len(self._keys) > MAX_CHUNKS:
             self._keys = [pa.concat_arrays(self._keys)]
             self._rows = [pa.concat_arrays(self._rows)]
+            firsts, lasts = zip(*self._bounds, strict=True)
+            self._bounds = [(min(firsts), max(lasts))]
+
+
+def _bounds(keys: pa.Array) -> tuple[str, str]:
+    """The smallest and largest of ``keys`` (texts, no nulls, not empty), as
+    Python compares them (by code point, as Arrow compares UTF-8 bytes)."""
+    found = pc.min_max(keys)
+    return found["min"].as_py(), found["max"].as_py()
 
 
 def as_index(ids: Mapping[str, int] | None) -> IdIndex | None:

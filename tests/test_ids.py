@@ -42,6 +42,22 @@ def test_many_chunks_are_joined() -> None:
     assert index.focus(pa.array([f"S{n}" for n in range(MAX_CHUNKS * 2)])) == (
         MAX_CHUNKS * 2
     )
+    # Each ID alone, the joined arrays' first and last among them.
+    for n in range(MAX_CHUNKS * 2):
+        assert index.focus(pa.array([f"S{n}"])) == 1
+        assert f"S{n}" in index and index[f"S{n}"] == n
+
+
+def test_ids_outside_every_arrays_range_are_not_held() -> None:
+    # In order, as from a template with ORDER BY: each batch lies past the
+    # arrays held, and is found in none of them; one back in range is found.
+    index = IdIndex()
+    for start in range(0, 400, 40):
+        batch = [f"S{n:04d}" for n in range(start, start + 40)]
+        assert index.focus(pa.array(batch)) == 0
+        index.extend(batch, range(start, start + 40))
+    assert index.focus(pa.array(["S0000", "S0399", "S0400", "A", "T"])) == 2
+    assert sorted(index.missing()) == ["A", "S0400", "T"]
 
 
 def test_a_plain_mapping_becomes_an_index_and_an_index_stays() -> None:
