@@ -2,7 +2,7 @@
 
 After a verified send, ``StateStore.record`` keeps, per data set, the counts and
 SHA-256 of the export and, per row key, one fingerprint per column (a key column's
-is left zero where the key itself says what it holds). Before the
+is left zero where the key itself says what it holds: ``NO_FINGERPRINT``). Before the
 next send, ``StateStore.compare`` matches the new export against that record and
 holds the send when the export is empty or has lost more than ``max_drop`` of its
 rows or of its distinct IDs; ``StateStore.write_diff`` lists the keys added,
@@ -66,8 +66,11 @@ MEMO_DISTINCT = 256
 FINGERPRINT_SIZE = 8
 # A key column's fingerprint: the key names the row, so its columns are the same
 # whenever two rows are compared, and hashing them (the IDs) would buy nothing.
-# Only where a key column's value holds the separator could two rows' columns
-# join to one key ("A|1", "2" and "A", "1|2"): there they are hashed.
+# Two exceptions keep a key column hashed. Where a key column's value holds the
+# separator, two rows' columns could join to one key ("A|1", "2" and "A", "1|2"):
+# there every key column is hashed. And where keys may repeat, a numbered repeat
+# (key#2) reads like a key whose last column ends in "#2": that column is always
+# hashed (a date or a period, which repeat, so it costs little).
 NO_FINGERPRINT = bytes(FINGERPRINT_SIZE)
 KEY_SEPARATOR = "|"
 REPEAT_MARK = "#"
@@ -264,6 +267,15 @@ class KeyRule:
 
     def key(self, row: Sequence[str]) -> str:
         return KEY_SEPARATOR.join(row[i] for i in self.positions)
+
+    @property
+    def unprinted(self) -> tuple[int, ...]:
+        """The key columns whose fingerprints are left zero (``NO_FINGERPRINT``)."""
+        return _unprinted(self.positions, self.is_unique)
+
+
+def _unprinted(keys: tuple[Any, ...], is_unique: bool) -> tuple[Any, ...]:
+    return keys if is_unique else keys[:-1]
 
 
 def key_rule(dataset: DataSet) -> KeyRule:
@@ -690,8 +702,8 @@ class StateStore:
         columns' fingerprints to the form every later one is recorded in.
 
         The key columns are those of the shape the baseline was recorded in,
-        whatever the data set's shape now; their fingerprints are left zero in
-        each row whose key says what they hold (``_unambiguous``).
+        whatever the data set's shape now; those of ``KeyRule.unprinted`` are
+        left zero in each row whose key says what they hold (``_unambiguous``).
         """
         db = self._db
         select = "SELECT columns, key_columns FROM baseline WHERE dataset = ?"
@@ -710,8 +722,10 @@ class StateStore:
 
     def _convert(self, dataset: DataSet, recorded: list[str]) -> None:
         """Zero the key slots of the baseline whose columns are ``recorded``."""
-        keys = _recorded_key(dataset.name, recorded) or dataset.key_columns
-        slots = [recorded.index(c) for c in keys if c in recorded]
+        shape = _recorded_shape(dataset.name, recorded) or dataset
+        keys = shape.key_columns
+        unprinted = _unprinted(keys, shape.unique_ids)
+        slots = [recorded.index(c) for c in unprinted if c in recorded]
 
         def unkeyed(prints: bytes) -> bytes:
             parts = list(_split(prints))
@@ -827,7 +841,7 @@ class StateStore:
             columns = [column.combine_chunks() for column in table.columns]
             if not _written(columns).equals(data):
                 return None
-            self._insert(rule, columns, _fingerprints(columns, memos, rule.positions))
+            self._insert(rule, columns, _fingerprints(columns, memos, rule))
             rows += table.num_rows
         return rows
 
@@ -897,6 +911,7 @@ class StateStore:
             rule = key_rule(dataset)
             width = len(dataset.columns)
             positions = rule.positions
+            unprinted = rule.unprinted
             join_key = KEY_SEPARATOR.join
             join = b"".join
             insert = "INSERT INTO temp.staged_row (key, id, columns) VALUES (?, ?, ?)"
@@ -911,7 +926,7 @@ class StateStore:
                     )
                 prints = [memo[value] for memo, value in zip(memos, row, strict=True)]
                 if not _ambiguous_key(row, positions):
-                    for i in positions:
+                    for i in unprinted:
                         prints[i] = NO_FINGERPRINT
                 append((join_key([row[i] for i in positions]), row[0], join(prints)))
                 if len(batch) >= BATCH_ROWS:
@@ -1029,10 +1044,10 @@ def _parked(dataset: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _recorded_key(name: str, recorded: Sequence[str]) -> tuple[str, ...] | None:
-    """The key columns of data set ``name`` in the shape whose declared columns
-    begin ``recorded`` (attendance's period shapes differ from the fourth on);
-    None when no shape's do."""
+def _recorded_shape(name: str, recorded: Sequence[str]) -> DataSet | None:
+    """Data set ``name`` in the shape whose declared columns begin ``recorded``
+    (attendance's period shapes differ from the fourth on); None when no
+    shape's do."""
     if name == "attendance":
         shapes = [attendance(shape, period_columns=1) for shape in PERIOD_SHAPES]
     else:
@@ -1040,7 +1055,7 @@ def _recorded_key(name: str, recorded: Sequence[str]) -> tuple[str, ...] | None:
     for shape in shapes:
         names = shape.column_names
         if tuple(recorded[: len(names)]) == names:
-            return shape.key_columns
+            return shape
     return None
 
 
@@ -1122,17 +1137,18 @@ def _concatenated(values: pa.Array, separator: str | bytes) -> pa.Scalar:
 def _fingerprints(
     columns: Sequence[pa.Array],
     memos: Sequence[_Fingerprints],
-    keyed: Sequence[int] = (),
+    rule: KeyRule | None = None,
 ) -> pa.Array:
     """Each row's column fingerprints side by side, one binary value per row.
 
     Each distinct value of a column in the block is hashed (or looked up) once,
-    and its fingerprint spread to the rows holding it. The key columns at
-    ``keyed`` get ``NO_FINGERPRINT``, but in a row where one of them holds the
-    separator (``_unambiguous``).
+    and its fingerprint spread to the rows holding it. The key columns of
+    ``rule.unprinted`` get ``NO_FINGERPRINT``, but in a row where a key column
+    holds the separator (``_unambiguous``).
     """
     none = pa.scalar(NO_FINGERPRINT)
-    plain = _unambiguous(columns, keyed)
+    keyed = rule.unprinted if rule is not None else ()
+    plain = _unambiguous(columns, rule.positions) if rule is not None else None
     parts = []
     for i, (column, memo) in enumerate(zip(columns, memos, strict=True)):
         if i in keyed and plain is None:

@@ -462,6 +462,9 @@ def key_slots(path: Path) -> dict[str, list[bytes]]:
     return found
 
 
+ZERO = bytes(8)
+
+
 def test_a_version_1_store_keeps_its_baselines(tmp_path: Path) -> None:
     # tests/data/gate-v1 holds a store written by schema version 1, which
     # fingerprinted the key columns too, after a send of the two exports
@@ -483,11 +486,15 @@ def test_a_version_1_store_keeps_its_baselines(tmp_path: Path) -> None:
         "students": '["student_id"]',
         "attendance": '["student_id", "absence_date"]',
     }
-    # Zero but where the key's columns cannot be told apart from it.
+    # The student ID zero; the date, the key's last column where keys may
+    # repeat, hashed; both hashed where the key's columns cannot be told apart.
     for key, slots in key_slots(path).items():
-        zero = all(slot == bytes(8) for slot in slots)
-        assert zero == (key != "S|1004|09/03/2025"), key
-        assert zero or bytes(8) not in slots
+        if "|" not in key:  # students
+            assert slots == [ZERO], key
+        elif key == "S|1004|09/03/2025":
+            assert ZERO not in slots
+        else:
+            assert slots[0] == ZERO and slots[1] != ZERO, key
 
     # A change after the conversion is one, named by its column.
     with kids.open(newline="") as f:
@@ -516,11 +523,11 @@ def test_a_version_1_baseline_is_converted_for_the_shape_it_was_sent_in(
             store.compare(ATTENDANCE, days)
         diff = store.compare(event, days)
     assert (diff.unchanged, diff.changed, diff.ids) == (4, 0, 3)
-    slots = key_slots(path)
-    assert all(
-        s == [bytes(8)] * 3 for k, s in slots.items() if k != "S|1002|09/03/2025|3"
-    )
-    assert bytes(8) not in slots["S|1002|09/03/2025|3"]
+    for key, slots in key_slots(path).items():
+        if key == "S|1002|09/03/2025|3":
+            assert ZERO not in slots
+        else:  # the period, the key's last column, stays hashed
+            assert slots[:2] == [ZERO, ZERO] and slots[2] != ZERO, key
 
 
 def test_a_damaged_version_1_store_is_said_to_be_and_left_as_it_was(
@@ -538,6 +545,29 @@ def test_a_damaged_version_1_store_is_said_to_be_and_left_as_it_was(
     # Not marked upgraded: the older connector would then only say "newer".
     assert path.read_bytes() == damaged
     assert int.from_bytes(damaged[60:64], "big") == 1  # the header's user_version
+
+
+def test_a_value_that_reads_like_a_numbered_repeat_is_still_compared(
+    store: StateStore, tmp_path: Path
+) -> None:
+    # Two rows of period 1 are keyed S1|...|1 and S1|...|1#2; a real period
+    # "1#2" the next night has that second key, and must show as a change.
+    event = attendance("event")
+    day = "12/01/2026"
+    nights = [
+        [("S1", "EXC", day, "1"), ("S1", "EXC", day, "1")],
+        [("S1", "EXC", day, "1"), ("S1", "EXC", day, "1#2")],
+        [("S1", "EXC", day, "1"), ("S1", "EXC", day, "1")],
+    ]
+    changed = []
+    for n, rows in enumerate(nights):
+        export = write_export(tmp_path / f"night{n}.csv", event, rows)
+        diff = store.compare(event, export)
+        report = store.write_diff(event, export, tmp_path / f"changes{n}.json")
+        store.record(event, export, run_id=f"r{n}")
+        changed.append((diff.changed, json.loads(report.read_text())["changed"]))
+    change = [{"id": f"S1|{day}|1#2", "columns": ["period"]}]
+    assert changed == [(0, []), (1, change), (1, change)]
 
 
 def test_key_columns_that_join_to_one_key_still_compare_by_their_values(

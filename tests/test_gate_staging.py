@@ -26,10 +26,10 @@ def staged(store: StateStore) -> list[tuple[str, bytes]]:
 
 def plain_fingerprint(store: StateStore, row: tuple[str, ...]) -> bytes:
     """One keyed BLAKE2b per field, each primed with its column's name; eight
-    zero bytes for a key column (these rows' key columns hold no "|")."""
+    zero bytes for the student ID (these rows' key columns hold no "|")."""
     parts = []
     for name, value in zip(ATTENDANCE.column_names, row, strict=True):
-        if name in ATTENDANCE.key_columns:
+        if name == "student_id":
             assert "|" not in value
             parts.append(bytes(8))
             continue
@@ -131,9 +131,11 @@ def test_a_refused_export_leaves_the_other_staged_data_set(tmp_path: Path) -> No
 
 def old_fingerprints(store: StateStore, dataset: DataSet, path: Path) -> list[Row2]:
     """The staged rows by their definition, read with ``csv.reader``: the key,
-    and per column a keyed hash of its name and value, or for a key column eight
-    zero bytes, unless the key has several columns and one of them holds "|"."""
+    and per column a keyed hash of its name and value, or eight zero bytes for a
+    key column: every one where IDs are unique, all but the last where keys may
+    repeat, none where the key has several columns and one of them holds "|"."""
     rule = key_rule(dataset)
+    unprinted = rule.positions if dataset.unique_ids else rule.positions[:-1]
     rows = []
     with path.open(newline="", encoding="ascii") as f:
         reader = csv.reader(f)
@@ -145,7 +147,7 @@ def old_fingerprints(store: StateStore, dataset: DataSet, path: Path) -> list[Ro
             for i, (name, value) in enumerate(
                 zip(dataset.column_names, row, strict=True)
             ):
-                if i in keyed and not hashed:
+                if i in unprinted and not hashed:
                     parts.append(bytes(8))
                     continue
                 h = hashlib.blake2b(key=store._fingerprint_key, digest_size=8)
