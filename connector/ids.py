@@ -157,10 +157,11 @@ class IdIndex(Mapping[str, int]):
 
 
 def _bounds(keys: pa.Array) -> tuple[str, str]:
-    """The smallest and largest of ``keys`` (texts, no nulls, not empty), as
-    Python compares them (by code point, as Arrow compares UTF-8 bytes)."""
+    """The smallest and largest of ``keys`` (texts), as Python compares them (by
+    code point, as Arrow compares UTF-8 bytes); nulls, which match no ID held,
+    are left out ("" when there is nothing else)."""
     found = pc.min_max(keys)
-    return found["min"].as_py(), found["max"].as_py()
+    return found["min"].as_py() or "", found["max"].as_py() or ""
 
 
 def as_index(ids: Mapping[str, int] | None) -> IdIndex | None:
