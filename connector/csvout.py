@@ -333,6 +333,7 @@ class ExportWriter:
             prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
         )
         self._tmp = Path(tmp)
+        self.committed = False
         self._file: IO[bytes] = os.fdopen(fd, "wb")
         self._file.write(csv_record(dataset.headers))
 
@@ -575,6 +576,7 @@ class ExportWriter:
 
     def commit(self) -> ExportResult:
         os.replace(self._tmp, self.path)
+        self.committed = True
         log.info(
             "export %s written: %d rows, %d bytes, sha256 %s",
             self.path.name,

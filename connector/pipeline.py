@@ -175,10 +175,55 @@ def extract(
         for writer in writers.values():
             writer.discard()
         raise
-    results = [writer.commit() for writer in writers.values()]
+    results = _commit_all(list(writers.values()))
     if target == job.output_folder:
         _drop_superseded(job, results)
     return results
+
+
+def _commit_all(writers: list[ExportWriter]) -> list[ExportResult]:
+    """Move every export into place, or none.
+
+    Each earlier export is kept under a second name (a hard link, else a copy)
+    while the new one replaces it, and put back if a later one cannot be
+    replaced (made read-only, or held open by another program on Windows): the
+    folder never mixes tonight's exports with yesterday's, and each name always
+    holds a whole file.
+    """
+    moved: list[tuple[ExportWriter, Path | None]] = []
+    try:
+        for writer in writers:
+            path = writer.path
+            kept: Path | None = None
+            if path.exists():
+                kept = path.with_name(f".{path.name}.{os.getpid()}.old")
+                kept.unlink(missing_ok=True)
+                try:
+                    os.link(path, kept)
+                except OSError:
+                    shutil.copy2(path, kept)
+            moved.append((writer, kept))
+            writer.commit()
+    except OSError as exc:
+        for done, kept in reversed(moved):
+            if done.committed and kept is not None:
+                os.replace(kept, done.path)
+            elif done.committed:  # nothing was there before it
+                done.path.unlink(missing_ok=True)
+            elif kept is not None:  # its name still holds the earlier file
+                kept.unlink(missing_ok=True)
+        for writer in writers:
+            writer.discard()
+        raise ExportError(
+            f"cannot replace {path} ({exc.strerror or exc}); no export was "
+            "changed. Close any program holding it open, check that this "
+            f"account may write it and {path.parent}, and run again"
+        ) from exc
+    for _, kept in moved:
+        if kept is not None:
+            with contextlib.suppress(OSError):
+                kept.unlink()
+    return [writer.result for writer in writers]
 
 
 def _drop_superseded(job: Job, results: list[ExportResult]) -> None:

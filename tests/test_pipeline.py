@@ -10,6 +10,7 @@ import pytest
 
 from connector.checks import check_job
 from connector.config import Job, load_job
+from connector.csvout import ExportResult, ExportWriter
 from connector.errors import (
     ConfigError,
     ExportError,
@@ -101,7 +102,7 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.csv"))}
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.csv")) if p.is_file()}
 
 
 def test_send_after_a_failed_run_sends_todays_exports(
@@ -227,3 +228,39 @@ def test_send_of_a_folder_says_it_is_a_folder(
     folder.mkdir()
     with pytest.raises(ExportError, match="is a folder, not a file"):
         send(job, [folder])
+
+
+@pytest.mark.parametrize("how", ["a folder in its place", "held open"])
+def test_an_export_that_cannot_be_replaced_changes_no_export(
+    tmp_path: Path, district: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # Students and attendance are moved into place first; then staff cannot
+    # be, and the two are put back: yesterday's three exports stay together.
+    ca = district / "keys" / "recipient.asc"  # any file: nothing is sent
+    job = make_job(tmp_path, district, "https://127.0.0.1:9/files/", ca)
+    extract(
+        job,
+        params={"start_date": parse_params(["start_date=2026-03-20"])["start_date"]},
+    )
+    staff = job.output_folder / "staff.csv"
+    if how == "a folder in its place":
+        staff.unlink()
+        (staff / "inside").mkdir(parents=True)
+    else:  # as Windows refuses to replace a file another program holds open
+        commit = ExportWriter.commit
+
+        def refuse(writer: ExportWriter) -> ExportResult:
+            if writer.path == staff:
+                raise PermissionError(13, "The process cannot access the file")
+            return commit(writer)
+
+        monkeypatch.setattr(ExportWriter, "commit", refuse)
+    yesterday = snapshot(job.output_folder)
+    before = sorted(p.name for p in job.output_folder.iterdir())
+
+    with pytest.raises(ExportError, match=r"cannot replace .*staff\.csv .*no export"):
+        extract(job)
+
+    assert snapshot(job.output_folder) == yesterday
+    after = sorted(p.name for p in job.output_folder.iterdir())
+    assert after == before, (after, before)
