@@ -574,9 +574,16 @@ class ExportWriter:
         result.sha256 = digest.hexdigest()
         return result
 
-    def commit(self) -> ExportResult:
+    def commit(self, *, announce: bool = True) -> ExportResult:
+        """Rename the finished export into place; ``announce`` logs it (else
+        ``announce()`` does, once every export of the run is in place)."""
         os.replace(self._tmp, self.path)
         self.committed = True
+        if announce:
+            self.announce()
+        return self.result
+
+    def announce(self) -> None:
         log.info(
             "export %s written: %d rows, %d bytes, sha256 %s",
             self.path.name,
@@ -584,7 +591,6 @@ class ExportWriter:
             self.result.size,
             self.result.sha256[:16],
         )
-        return self.result
 
     def discard(self) -> None:
         if not self._file.closed:

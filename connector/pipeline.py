@@ -203,7 +203,7 @@ def _commit_all(writers: list[ExportWriter]) -> list[ExportResult]:
                 except OSError:
                     shutil.copy2(path, kept)
             moved.append((writer, kept))
-            writer.commit()
+            writer.commit(announce=False)
     except OSError as exc:
         for done, kept in reversed(moved):
             if done.committed and kept is not None:
@@ -219,7 +219,8 @@ def _commit_all(writers: list[ExportWriter]) -> list[ExportResult]:
             "changed. Close any program holding it open, check that this "
             f"account may write it and {path.parent}, and run again"
         ) from exc
-    for _, kept in moved:
+    for writer, kept in moved:
+        writer.announce()
         if kept is not None:
             with contextlib.suppress(OSError):
                 kept.unlink()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,7 +233,11 @@ def test_send_of_a_folder_says_it_is_a_folder(
 
 @pytest.mark.parametrize("how", ["a folder in its place", "held open"])
 def test_an_export_that_cannot_be_replaced_changes_no_export(
-    tmp_path: Path, district: Path, monkeypatch: pytest.MonkeyPatch, how: str
+    tmp_path: Path,
+    district: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    how: str,
 ) -> None:
     # Students and attendance are moved into place first; then staff cannot
     # be, and the two are put back: yesterday's three exports stay together.
@@ -249,17 +254,22 @@ def test_an_export_that_cannot_be_replaced_changes_no_export(
     else:  # as Windows refuses to replace a file another program holds open
         commit = ExportWriter.commit
 
-        def refuse(writer: ExportWriter) -> ExportResult:
+        def refuse(writer: ExportWriter, **kw: bool) -> ExportResult:
             if writer.path == staff:
                 raise PermissionError(13, "The process cannot access the file")
-            return commit(writer)
+            return commit(writer, **kw)
 
         monkeypatch.setattr(ExportWriter, "commit", refuse)
     yesterday = snapshot(job.output_folder)
     before = sorted(p.name for p in job.output_folder.iterdir())
 
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="connector")
     with pytest.raises(ExportError, match=r"cannot replace .*staff\.csv .*no export"):
         extract(job)
+
+    # The exports put back were never said to be written.
+    assert not [r for r in caplog.messages if " written: " in r], caplog.messages
 
     assert snapshot(job.output_folder) == yesterday
     after = sorted(p.name for p in job.output_folder.iterdir())
