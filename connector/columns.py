@@ -30,10 +30,20 @@ Notes = list[tuple[int, str]]
 # values ``fields._text`` returns unchanged.
 _PLAIN = r"^(?:[!-~]+(?: [!-~]+)*)?$"
 _PLAIN_NAME = r"^(?:[A-Za-z'\-.]+(?: [A-Za-z'\-.]+)*)?$"
-_EMAIL = r'^[^@\s"]+@[^@\s"]+\.[A-Za-z]{2,}$'
+# Both _PLAIN and fields' email pattern: printable ASCII but space, '"' and '@'
+# on either side of the one '@'.
+_PLAIN_EMAIL = r"^[!#-?A-~]+@[!#-?A-~]+\.[A-Za-z]{2,}$"
 # Supersets of fields.looks_like_ssn: only these values get the exact test.
 _SSN_DASHED = r"[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}"
-_SSN_BARE = r"[0-9]{9}"
+_SSN_ANY = _SSN_DASHED + r"|[0-9]{9}"
+
+
+class RawSsn(Exception):
+    """A raw value shaped like a social security number, at ``row`` of the batch."""
+
+    def __init__(self, row: int) -> None:
+        super().__init__(row)
+        self.row = row
 
 
 def to_array(values: Sequence[Any] | pa.Array | pa.ChunkedArray) -> pa.Array | None:
@@ -59,13 +69,9 @@ def _plain_mask(array: pa.Array, column: Column) -> pa.Array | None:
     elif kind is Kind.EMAIL:
         email = pc.and_(
             pc.less_equal(pc.utf8_length(array), column.max_length),
-            pc.match_substring_regex(array, _EMAIL),
+            pc.match_substring_regex(array, _PLAIN_EMAIL),
         )
-        mask = pc.and_(
-            pc.match_substring_regex(array, _PLAIN),
-            pc.or_(pc.equal(pc.utf8_length(array), 0), email),
-        )
-        return pc.fill_null(mask, True)
+        return pc.fill_null(pc.or_(pc.equal(array, ""), email), True)
     else:
         return None
     if kind is not Kind.ID:
@@ -79,13 +85,23 @@ def clean_array(
     column: Column,
     zone: ZoneInfo | None = None,
     counts: Counter[str] | None = None,
+    *,
+    ssn: bool = False,
 ) -> tuple[pa.Array, Notes]:
     """Clean one column: its texts as an Arrow string array, and ``(index, rule)``.
 
     With ``counts``, a fix the vectorised tests apply in bulk (a phone's
-    punctuation) is counted there instead of noted row by row.
+    punctuation) is counted there instead of noted row by row. With ``ssn``, a
+    raw value shaped like a social security number raises ``RawSsn`` first.
     """
     array = to_array(values)
+    if array is not None and column.kind is Kind.PHONE and _is_text(array):
+        # A phone in a common shape cannot hold one: only the others are tested.
+        return _phones(array, column, counts, ssn=ssn)
+    if ssn:
+        found = first_raw_ssn(values if array is None else array, column.kind)
+        if found is not None:
+            raise RawSsn(found)
     if array is None:
         texts, notes = clean_column(values, column, zone)
         return pa.array(texts, pa.string()), notes
@@ -96,8 +112,6 @@ def clean_array(
         return pa.array(texts, pa.string()), notes
     plain = _plain_mask(array, column)
     if plain is None:
-        if column.kind is Kind.PHONE:
-            return _phones(array, column, counts)
         texts, notes = clean_column(array.to_pylist(), column, zone)
         return pa.array(texts, pa.string()), notes
     filled = pc.fill_null(array, "").cast(pa.string())
@@ -112,14 +126,24 @@ def clean_array(
 
 
 # The common ways of writing a US number, whose digits phonenumbers reads as they
-# are: nothing for its note, extension or letter rules to act on.
-_PHONE_SHAPES = (
-    r"^(?:[2-9][0-9]{9}"
+# are: nothing for its note, extension or letter rules to act on. None of them
+# can hold ddd-dd-dddd, the shape of a social security number.
+_SHAPES = (
+    r"[2-9][0-9]{9}"
     r"|\([2-9][0-9]{2}\) [0-9]{3}-[0-9]{4}"
     r"|[2-9][0-9]{2}-[0-9]{3}-[0-9]{4}"
     r"|[2-9][0-9]{2}\.[0-9]{3}\.[0-9]{4}"
-    r"|\+1 [2-9][0-9]{2} [0-9]{3} [0-9]{4})$"
+    r"|\+1 [2-9][0-9]{2} [0-9]{3} [0-9]{4}"
 )
+_PHONE_SHAPES = f"^(?:{_SHAPES})$"
+# An extension after such a number, as fields.split_phone reads one (its own
+# pattern, with digits required): "217-555-0140 ext. 12", "(217) 555-0140 x12".
+_EXTENSION = r"(?i:\s*(?:;\s*ext\s*=|ext\.?|extension|x|#)\s*)[0-9]+$"
+_PHONE_EXTENDED = f"^(?:{_SHAPES}){_EXTENSION}"
+# phonenumbers' general pattern for the US, which every shape above satisfies
+# (ten digits, the first 2-9): when the metadata still says this, it is not
+# tested again.
+_SHAPES_GENERAL = r"^(?:[2-9]\d{9}|3\d{6})$"
 
 
 @functools.cache
@@ -157,48 +181,110 @@ def _us_patterns() -> tuple[str, str] | None:
     return f"^(?:{general.national_number_pattern})$", f"^(?:{'|'.join(patterns)})$"
 
 
+def _us_digits(texts: pa.Array, patterns: tuple[str, str]) -> tuple[pa.Array, pa.Array]:
+    """Which texts (no NULLs) are in a common shape of a number phonenumbers'
+    patterns accept, and their last ten digits."""
+    fast = pc.match_substring_regex(texts, _PHONE_SHAPES)
+    # The shapes hold digits and these marks only; where a shape matches,
+    # removing them leaves the digits (literal replaces beat one regex).
+    bare = texts
+    for mark in "()-. +":
+        bare = pc.replace_substring(bare, mark, "")
+    digits = pc.utf8_slice_codeunits(bare, -10)
+    general, typed = patterns
+    if general != _SHAPES_GENERAL:
+        fast = pc.and_(fast, pc.match_substring_regex(digits, general))
+    return pc.and_(fast, pc.match_substring_regex(digits, typed)), digits
+
+
 def _phones(
-    array: pa.Array, column: Column, counts: Counter[str] | None = None
+    array: pa.Array,
+    column: Column,
+    counts: Counter[str] | None = None,
+    *,
+    ssn: bool = False,
 ) -> tuple[pa.Array, Notes]:
-    """Phones: the common US shapes checked in bulk, the others by phonenumbers."""
+    """Phones: the common US shapes checked in bulk, the others by phonenumbers.
+
+    With ``ssn``, the values in no common shape are tested for the shape of a
+    social security number first (``RawSsn``).
+    """
     filled = pc.fill_null(array, "").cast(pa.string())
     present = pc.not_equal(filled, "")
     if not pc.any(present).as_py():
         return filled, []
     patterns = _us_patterns()
     notes: Notes = []
+    stripped = 0
     if patterns is not None:
-        # The shapes hold digits and these marks only; where a shape matches,
-        # removing them leaves the digits (literal replaces beat one regex).
-        bare = filled
-        for mark in "()-. +":
-            bare = pc.replace_substring(bare, mark, "")
-        digits = pc.utf8_slice_codeunits(bare, -10)
-        fast = pc.and_(
-            pc.match_substring_regex(filled, _PHONE_SHAPES),
-            pc.and_(
-                pc.match_substring_regex(digits, patterns[0]),
-                pc.match_substring_regex(digits, patterns[1]),
-            ),
-        )
+        fast, digits = _us_digits(filled, patterns)
         if pc.any(fast).as_py():
-            stripped = pc.and_(fast, pc.not_equal(digits, filled))
+            changed = pc.and_(fast, pc.not_equal(digits, filled))
             if counts is not None:
-                if stripped_rows := pc.sum(stripped).as_py():
-                    counts["phone_stripped"] += stripped_rows
+                stripped += pc.sum(changed).as_py() or 0
             else:
-                where = pc.indices_nonzero(stripped).to_pylist()
+                where = pc.indices_nonzero(changed).to_pylist()
                 notes = [(i, "phone_stripped") for i in where]
             filled = pc.if_else(fast, digits, filled)
             present = pc.and_(present, pc.invert(fast))
-    if pc.any(present).as_py():
-        where = pc.indices_nonzero(present)
+    if not pc.any(present).as_py():
+        _count(counts, stripped)
+        return filled, notes
+    where = pc.indices_nonzero(present)
+    if ssn:
+        found = first_raw_ssn(array.take(where), Kind.PHONE)
+        if found is not None:
+            raise RawSsn(where[found].as_py())
+    if patterns is not None:
+        filled, present, extended = _extended(filled, where, present, patterns)
+        if extended:
+            if counts is not None:
+                stripped += len(extended)
+            else:
+                notes.extend((i, "phone_stripped") for i in extended)
+            where = pc.indices_nonzero(present)
+    _count(counts, stripped)
+    if len(where):
         texts, changes = clean_column(array.take(where).to_pylist(), column)
         indices = where.to_pylist()
         notes.extend((indices[i], rule) for i, rule in changes)
-        notes.sort(key=lambda note: note[0])
         filled = pc.replace_with_mask(filled, present, pa.array(texts, pa.string()))
+    notes.sort(key=lambda note: note[0])
     return filled, notes
+
+
+def _extended(
+    filled: pa.Array, where: pa.Array, present: pa.Array, patterns: tuple[str, str]
+) -> tuple[pa.Array, pa.Array, list[int]]:
+    """The phones at ``where`` that are a common shape with an extension after
+    it, as their ten digits: (texts, rows still to clean, rows done)."""
+    rest = filled.take(where)
+    extended = pc.match_substring_regex(rest, _PHONE_EXTENDED)
+    if not pc.any(extended).as_py():
+        return filled, present, []
+    numbers = pc.replace_substring_regex(
+        rest.filter(extended), _EXTENSION, "", max_replacements=1
+    )
+    fast, digits = _us_digits(numbers, patterns)
+    if not pc.any(fast).as_py():
+        return filled, present, []
+    rows = where.filter(extended).filter(fast).to_pylist()
+    done = _mask_at(len(filled), rows)
+    filled = pc.replace_with_mask(filled, done, digits.filter(fast))
+    return filled, pc.and_(present, pc.invert(done)), rows
+
+
+def _mask_at(count: int, rows: Sequence[int]) -> pa.Array:
+    """A mask of ``count`` rows, true at ``rows`` only."""
+    mask = [False] * count
+    for i in rows:
+        mask[i] = True
+    return pa.array(mask, pa.bool_())
+
+
+def _count(counts: Counter[str] | None, stripped: int) -> None:
+    if counts is not None and stripped:
+        counts["phone_stripped"] += stripped
 
 
 def _by_distinct(
@@ -230,10 +316,8 @@ def ssn_candidates(array: pa.Array, kind: Kind) -> list[int]:
         return []
     where = pc.indices_nonzero(long)
     values = array.take(where)
-    mask = pc.match_substring_regex(values, _SSN_DASHED)
-    if kind in SSN_BARE_KINDS:
-        mask = pc.or_(mask, pc.match_substring_regex(values, _SSN_BARE))
-    mask = pc.fill_null(mask, False)
+    superset = _SSN_ANY if kind in SSN_BARE_KINDS else _SSN_DASHED
+    mask = pc.fill_null(pc.match_substring_regex(values, superset), False)
     if not pc.any(mask).as_py():
         return []
     return list(where.filter(mask).to_pylist())
@@ -255,4 +339,11 @@ def first_raw_ssn(values: Sequence[Any] | pa.Array, kind: Kind) -> int | None:
     return None
 
 
-__all__ = ["NO_RULES", "clean_array", "first_raw_ssn", "ssn_candidates", "to_array"]
+__all__ = [
+    "NO_RULES",
+    "RawSsn",
+    "clean_array",
+    "first_raw_ssn",
+    "ssn_candidates",
+    "to_array",
+]

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from .columns import clean_array, first_raw_ssn, ssn_candidates, to_array
+from .columns import RawSsn, clean_array, ssn_candidates, to_array
 from .datasets import Column, DataSet, Kind
 from .errors import ConfigError, ExportError
 from .fields import (
@@ -219,14 +219,13 @@ def shape_columns(
     recheck: list[int] = []
     for column in dataset.columns:
         values = columns[order[column.source or column.name]]
-        found = first_raw_ssn(values, column.kind)
-        if found is not None:
-            raise ssn_error(dataset, column, first + found)
         bulk: Counter[str] = Counter()
         try:
             texts, changes = clean_array(
-                values, column, zone, None if counted is None else bulk
+                values, column, zone, None if counted is None else bulk, ssn=True
             )
+        except RawSsn as found:
+            raise ssn_error(dataset, column, first + found.row) from None
         except TimeZoneNeeded:
             raise ConfigError(
                 f"data set {dataset.name}, column {column.name}: the database "
