@@ -181,21 +181,28 @@ class ColumnBatch(Sequence[tuple[Any, ...]]):
     row tuples; the writer takes either through the same cleaning code.
     """
 
-    def __init__(self, record: pa.RecordBatch) -> None:
+    def __init__(
+        self, record: pa.RecordBatch, columns: Sequence[Any] | None = None
+    ) -> None:
         self.record = record
-        self.columns = record.columns
+        # A source may hand some columns over as Python lists (decimals).
+        self.columns = record.columns if columns is None else columns
 
     def __len__(self) -> int:
         return int(self.record.num_rows)
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
-            parts = (c[index].to_pylist() for c in self.columns)
+            parts = (_values(c)[index] for c in self.columns)
             return list(zip(*parts, strict=True))
-        return tuple(c[index].as_py() for c in self.columns)
+        return tuple(_values(c)[index] for c in self.columns)
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        return zip(*(c.to_pylist() for c in self.columns), strict=True)
+        return zip(*(_values(c) for c in self.columns), strict=True)
+
+
+def _values(column: Any) -> list[Any]:
+    return column if isinstance(column, list) else column.to_pylist()
 
 
 def shape_columns(

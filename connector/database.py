@@ -80,8 +80,21 @@ class Source(Protocol):
 def open_source(settings: SourceSettings, password: str | None) -> Source:
     """Connect with ``settings``; ``password`` comes from the secrets lookup."""
     if settings.url:
+        from .postgres import PostgresSource, is_postgres_url
+
+        if is_postgres_url(settings.url):
+            return PostgresSource(settings, password)
         return SqlAlchemySource(settings, password)
     return OdbcSource(settings, password)
+
+
+def param_style(settings: SourceSettings) -> ParamStyle:
+    """How the source's queries write a placeholder."""
+    if not settings.url:
+        return "qmark"
+    from .postgres import is_postgres_url
+
+    return "numeric" if is_postgres_url(settings.url) else "named"
 
 
 def _scrub(text: str, secret: str | None) -> str:

@@ -178,7 +178,10 @@ def _check_driver(job: Job, report: DoctorReport) -> bool:
 
     source = job.source
     if source.url:
-        report.ok("ODBC driver", "not needed: source.url connects through SQLAlchemy")
+        from .postgres import is_postgres_url
+
+        how = "libpq (ADBC)" if is_postgres_url(source.url) else "SQLAlchemy"
+        report.ok("ODBC driver", f"not needed: source.url connects through {how}")
         return True
     try:
         import pyodbc

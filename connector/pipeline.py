@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Job
 from .csvout import ExportResult, ExportWriter, check_export, column_order
-from .database import Batches, Source, open_source
+from .database import Batches, Source, open_source, param_style
 from .errors import ConfigError, ConnectorError, ExportError, HeldError
 from .logs import emit
 from .redact import redact
 from .report import RunReport
 from .secrets import get_secret
-from .templates import ParamStyle, Query, render_query, template_names, typed_like
+from .templates import Query, render_query, template_names, typed_like
 
 if TYPE_CHECKING:
     from .destinations import Prepared
@@ -75,7 +75,7 @@ def render_all(
     names = [n for n in names if job.file_source(n) is None]
     if not names:
         return {}
-    style: ParamStyle = "named" if job.source.url else "qmark"
+    style = param_style(job.source)
     return {
         name: render_query(job.template_path(name), params, style=style)
         for name in names

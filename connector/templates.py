@@ -21,7 +21,7 @@ from jinja2 import meta
 
 from .errors import TemplateError
 
-ParamStyle = Literal["qmark", "named"]
+ParamStyle = Literal["qmark", "named", "numeric"]
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _INT = re.compile(r"^-?\d+$")
@@ -66,6 +66,8 @@ class _Binder:
         self.values.append(value)
         if self.style == "qmark":
             return "?"
+        if self.style == "numeric":
+            return f"${len(self.values)}"
         return f":p{len(self.values)}"
 
 
@@ -199,7 +201,7 @@ def render_query(
             f"template {path} is empty (it renders no SQL); write the data set's "
             "SELECT in it"
         )
-    if style == "qmark":
+    if style in ("qmark", "numeric"):
         bound: list[Any] | dict[str, Any] = binder.values
     else:
         bound = {f"p{i}": v for i, v in enumerate(binder.values, start=1)}

@@ -129,7 +129,7 @@ ORDER BY 1
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("kind", ["odbc", "url"])
+@pytest.mark.parametrize("kind", ["odbc", "url", "libpq"])
 @pytest.mark.parametrize("host_zone", ["UTC", "Asia/Tokyo", "America/Los_Angeles"])
 def test_a_timestamp_gives_the_school_date_whatever_the_host_zone(
     tmp_path: Path, sis_loaded: None, kind: str, host_zone: str
@@ -141,6 +141,7 @@ def test_a_timestamp_gives_the_school_date_whatever_the_host_zone(
         "odbc": 'odbc = "DRIVER={PostgreSQL Unicode};SERVER=127.0.0.1;PORT=5432;'
         'UID=postgres;DATABASE=postgres"',
         "url": 'url = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"',
+        "libpq": 'url = "postgresql://postgres@127.0.0.1:5432/postgres"',
     }[kind]
     (tmp_path / "attendance.sql").write_text(TIMESTAMPS)
     (tmp_path / "students.sql").write_text("SELECT 1")

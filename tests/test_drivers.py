@@ -61,8 +61,14 @@ class PrivatePostgres:
     def url(self, user: str) -> str:
         return f"postgresql+psycopg://{user}@127.0.0.1:{self.port}/postgres"
 
+    def libpq(self, user: str) -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/postgres"
+
     def source(self, kind: str, user: str) -> dict[str, str]:
-        """``{"odbc": ...}`` or ``{"url": ...}``: the [source] key and its value."""
+        """``{"odbc": ...}`` or ``{"url": ...}``: the [source] key and its value
+        (``libpq`` is a URL naming no driver, read through ADBC)."""
+        if kind == "libpq":
+            return {"url": self.libpq(user)}
         return {kind: self.odbc(user) if kind == "odbc" else self.url(user)}
 
 
@@ -160,7 +166,7 @@ SPECIAL = {
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("kind", ["odbc", "url"])
+@pytest.mark.parametrize("kind", ["odbc", "url", "libpq"])
 @pytest.mark.parametrize("password", list(SPECIAL.values()), ids=list(SPECIAL))
 def test_a_password_with_special_characters_logs_in_exactly(
     private_postgres: PrivatePostgres,
@@ -172,7 +178,7 @@ def test_a_password_with_special_characters_logs_in_exactly(
     where = private_postgres.source(kind, login)
 
     with open_source(SourceSettings(**where), password) as src:  # type: ignore[arg-type]
-        params: list[object] | dict[str, object] = [] if kind == "odbc" else {}
+        params: list[object] | dict[str, object] = [] if kind != "url" else {}
         _, batches = src.stream(
             Query("SELECT current_user AS who", params, Path("inline.sql")), 10
         )
@@ -185,7 +191,7 @@ def test_a_password_with_special_characters_logs_in_exactly(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("kind", ["odbc", "url"])
+@pytest.mark.parametrize("kind", ["odbc", "url", "libpq"])
 def test_a_wrong_password_is_refused_with_exit_3_and_never_shown(
     private_postgres: PrivatePostgres,
     login: str,
@@ -194,8 +200,8 @@ def test_a_wrong_password_is_refused_with_exit_3_and_never_shown(
 ) -> None:
     set_password(private_postgres, login, SPECIAL["all"])
     wrong = "Wrong;}{@%-Pa55"
-    value = private_postgres.source(kind, login)[kind]
-    write_source(tmp_path, f'{kind} = {_toml(value)}\npassword_secret = "sis-db"')
+    [(key, value)] = private_postgres.source(kind, login).items()
+    write_source(tmp_path, f'{key} = {_toml(value)}\npassword_secret = "sis-db"')
     env = {"PATH": "/usr/bin:/bin"}
     for password, code in ((wrong, 3), (SPECIAL["all"], 0)):
         result = subprocess.run(

@@ -1,0 +1,557 @@
+"""PostgreSQL through ADBC's libpq driver: a ``postgresql://`` URL with no driver.
+
+The fastest way in for PostgreSQL. Rows come from a server-side cursor
+(``DECLARE ... NO SCROLL CURSOR``, then ``FETCH n``) in PostgreSQL's binary
+protocol, decoded into Arrow record batches by the driver, on a second thread
+while the previous batch is written. The template's values are bound as
+parameters of the ``DECLARE``; each takes the type the server infers for its
+placeholder (a date for ``absence_date >= $1``), as a text value would over ODBC.
+
+Every text value passes ``left(value, MAX_TEXT_CHARS + 1)`` on the server, so a
+batch never holds more than that much of one value, and a longer one is an error,
+never a silent cut. A ``FETCH`` asks for as many rows as fit ``BATCH_BYTES`` at
+the size of the rows fetched so far, so memory stays flat whatever the row count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import queue
+import re
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from .config import SourceSettings
+from .database import Batches, ServerInfo, _scrub, count_sql, scrub_values
+from .errors import ConfigError, ConnectError, QueryError
+from .templates import ParamStyle, Query
+
+log = logging.getLogger(__name__)
+
+# The longest text value a query may return, in characters (the exports' fields
+# are at most 255): the server cuts at one more, and a longer value stops the run.
+MAX_TEXT_CHARS = 2048
+# What a fetched batch may hold, at the size of the rows fetched so far; the
+# first FETCH asks for FIRST_ROWS rows.
+BATCH_BYTES = 4 << 20
+FIRST_ROWS = 1_000
+# PostgreSQL types the driver decodes into Arrow types connector cleans as they
+# are; every other column reaches us as the server's own text for it.
+_NATIVE = frozenset(
+    {"int2", "int4", "int8", "float4", "float8", "date", "timestamp", "timestamptz"}
+    | {"bool", "oid"}
+)
+_SCHEMES = ("postgresql", "postgres")
+
+
+def is_postgres_url(url: str | None) -> bool:
+    """A PostgreSQL URL that names no Python driver (``postgresql://``)."""
+    return bool(url) and urlsplit(url or "").scheme.lower() in _SCHEMES
+
+
+def libpq_uri(settings: SourceSettings, password: str | None) -> str:
+    """The URL as libpq takes it: the user, password and login timeout added."""
+    parts = urlsplit(settings.url or "")
+    user = settings.user or (unquote(parts.username) if parts.username else None)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"source.url: {exc}") from None
+    netloc = host + (f":{port}" if port else "")
+    if user:
+        login = quote(user, safe="")
+        if password is not None:
+            login += ":" + quote(password, safe="")
+        netloc = f"{login}@{netloc}"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if settings.login_timeout and not any(k == "connect_timeout" for k, _ in query):
+        query.append(("connect_timeout", str(settings.login_timeout)))
+    query.append(("application_name", "connector"))
+    return urlunsplit(("postgresql", netloc, parts.path, urlencode(query), ""))
+
+
+class PostgresSource:
+    """A libpq connection through ADBC, holding one read transaction.
+
+    Every query of the run sees the same snapshot (repeatable read): a data set's
+    ``COUNT(*)`` and its rows, and the students beside the attendance.
+    """
+
+    param_style: ParamStyle = "numeric"
+
+    def __init__(self, settings: SourceSettings, password: str | None) -> None:
+        import adbc_driver_manager
+        import adbc_driver_postgresql
+
+        self._password = password
+        self._settings = settings
+        self._cursors = 0
+        where = _where(settings.url or "")
+        log.debug("connecting to %s through ADBC's PostgreSQL driver", where)
+        try:
+            self._database = adbc_driver_postgresql.connect(
+                libpq_uri(settings, password)
+            )
+            self._conn: Any = adbc_driver_manager.AdbcConnection(self._database)
+            self._conn.set_autocommit(False)
+        except adbc_driver_manager.Error as exc:
+            raise self._connect_error(exc, where) from None
+        try:
+            self._update("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            # After connecting: libpq's PGTZ would override a startup option.
+            # The name was checked against the IANA database with the config.
+            self._update(f"SET TIME ZONE '{settings.time_zone or 'UTC'}'")
+            if settings.query_timeout:
+                ms = int(settings.query_timeout) * 1000
+                self._update(f"SET statement_timeout = {ms}")
+            self._info = self._read_info(adbc_driver_postgresql.__version__)
+        except adbc_driver_manager.Error as exc:
+            self.close()
+            raise ConnectError(
+                f"{where}: the session could not be set up: {self._text(exc)}"
+            ) from None
+        log.info(
+            "connected to %s %s through %s %s",
+            self._info.dbms,
+            self._info.dbms_version,
+            self._info.driver,
+            self._info.driver_version,
+        )
+
+    # -- the Source interface ------------------------------------------------
+
+    def describe(self) -> ServerInfo:
+        return self._info
+
+    def count(self, query: Query) -> int:
+        """``COUNT(*)`` over the query, in the run's transaction."""
+        sql = count_sql(query.sql)
+        try:
+            params = self._typed_params(sql, query.params)
+            table = self._read_all(sql, params)
+        except _errors() as exc:
+            raise self._query_error(query, exc) from None
+        return int(table.column(0)[0].as_py())
+
+    def stream(self, query: Query, batch_size: int) -> tuple[list[str], Batches]:
+        """The query's column names, and its rows in Arrow batches of at most
+        ``batch_size`` rows (fewer where the rows are wide)."""
+        body = query.sql.rstrip().rstrip(";").rstrip()
+        try:
+            with contextlib.closing(self._prepared(body)) as statement:
+                params = self._param_batch(statement, query.params, body)
+                schema = _schema(statement.execute_schema())
+            self._cursors += 1
+            cursor = f"connector_rows_{self._cursors}"
+            self._update(
+                f"DECLARE {cursor} NO SCROLL CURSOR FOR {_capped(body, schema)}",
+                params,
+            )
+        except _errors() as exc:
+            raise self._query_error(query, exc) from None
+        names = [field.name.lower() for field in schema]
+        numeric = [i for i, f in enumerate(schema) if _pg_type(f) == "numeric"]
+        fetcher = _Fetcher(self, cursor, batch_size, query)
+
+        def batches() -> Batches:
+            from .csvout import ColumnBatch
+
+            with contextlib.closing(fetcher):
+                for record in fetcher:
+                    _check_lengths(query, record, fetcher.fetched - record.num_rows)
+                    yield ColumnBatch(record, _decimals(record, numeric))  # type: ignore[misc]
+
+        return names, batches()
+
+    def close(self) -> None:
+        import adbc_driver_manager
+
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            # Only reads ran: end the transaction without keeping anything.
+            with contextlib.suppress(adbc_driver_manager.Error):
+                conn.rollback()
+            with contextlib.suppress(adbc_driver_manager.Error):
+                conn.close()
+            self._conn = None
+        database = getattr(self, "_database", None)
+        if database is not None:
+            with contextlib.suppress(adbc_driver_manager.Error):
+                database.close()
+            self._database = None
+
+    def __enter__(self) -> PostgresSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresSource(dbms={self._info.dbms!r})"
+
+    # -- statements ----------------------------------------------------------
+
+    def _statement(self, sql: str) -> Any:
+        import adbc_driver_manager
+
+        statement = adbc_driver_manager.AdbcStatement(self._conn)
+        # Not COPY: it takes no parameters and cannot read from a cursor.
+        statement.set_options(**{"adbc.postgresql.use_copy": "false"})
+        statement.set_sql_query(sql)
+        return statement
+
+    def _prepared(self, sql: str) -> Any:
+        statement = self._statement(sql)
+        try:
+            statement.prepare()
+        except BaseException:
+            statement.close()
+            raise
+        return statement
+
+    def _update(self, sql: str, params: Any = None) -> None:
+        statement = self._statement(sql)
+        try:
+            if params is not None:
+                statement.bind(params)
+            statement.execute_update()
+        finally:
+            statement.close()
+
+    def _read_all(self, sql: str, params: Any = None) -> Any:
+        import pyarrow as pa
+
+        statement = self._statement(sql)
+        try:
+            if params is not None:
+                statement.bind(params)
+            handle, _ = statement.execute_query()
+            return pa.RecordBatchReader._import_from_c(handle.address).read_all()
+        finally:
+            statement.close()
+
+    def _typed_params(self, sql: str, values: Any) -> Any:
+        if not values:
+            return None
+        statement = self._prepared(sql)
+        try:
+            return self._param_batch(statement, values, sql)
+        finally:
+            statement.close()
+
+    def _param_batch(self, statement: Any, values: Any, sql: str) -> Any:
+        """The values as one row of the types the server inferred for them."""
+        import pyarrow as pa
+
+        values = list(values or [])
+        if not values:
+            return None
+        schema = _schema(statement.get_parameter_schema())
+        if len(schema) != len(values):
+            raise QueryError(
+                f"the query has {len(schema)} placeholders for {len(values)} values; "
+                "write values only as {{ name }} in the template"
+            )
+        arrays = [
+            _param_array(f, v, n)
+            for n, (f, v) in enumerate(zip(schema, values, strict=True), 1)
+        ]
+        return pa.record_batch(
+            arrays, names=[f"p{n}" for n in range(1, len(arrays) + 1)]
+        )
+
+    def _read_info(self, version: str) -> ServerInfo:
+        import pyarrow as pa
+
+        handle = self._conn.get_info()
+        rows = pa.RecordBatchReader._import_from_c(handle.address).read_all()
+        info = {r["info_name"]: r["info_value"] for r in rows.to_pylist()}
+        number = str(info.get(1, ""))
+        shown = number
+        if number.isdigit() and len(number) >= 5:
+            shown = f"{int(number) // 10000}.{int(number) % 10000}"
+        return ServerInfo(
+            dbms=str(info.get(0, "PostgreSQL")),
+            dbms_version=shown,
+            driver="ADBC PostgreSQL (libpq)",
+            driver_version=version,
+        )
+
+    # -- errors --------------------------------------------------------------
+
+    def _text(self, exc: Exception) -> str:
+        """The server's or libpq's own words, without the statement the driver
+        quotes (ours, around the template's), its caret lines and codes."""
+        text = str(exc).split("Query was:")[0]
+        text = re.sub(r"\bLINE \d+:.*", "", text, flags=re.DOTALL)
+        text = re.sub(r"\.?\s*SQLSTATE: \w+", "", text)
+        server = re.search(r"\b(ERROR|FATAL):\s+(.*)", text, flags=re.DOTALL)
+        if server:
+            text = server.group(2)
+        else:
+            text = re.sub(r"^[A-Z_]+: (\[libpq\] )?", "", text.strip())
+            text = re.sub(r"^Failed to connect: ", "", text)
+        text = " ".join(text.split())
+        return scrub_values(_scrub(text, self._password)).rstrip(" .;")
+
+    def _connect_error(self, exc: Exception, where: str) -> ConnectError:
+        text = self._text(exc)
+        lowered = text.lower()
+        refused = ("password", "authentication failed", "role ", "pg_hba.conf")
+        if any(word in lowered for word in refused):
+            return ConnectError(
+                f"{where} refused the login: {text}; check source.user and the "
+                "secret named by source.password_secret",
+                exit_code=3,
+            )
+        if "invalid uri" in lowered or "invalid connection option" in lowered:
+            return ConnectError(
+                f"source.url {where}: {text}; the URL's query may hold only libpq "
+                "connection parameters (sslmode, sslrootcert, connect_timeout...)",
+                exit_code=2,
+            )
+        return ConnectError(
+            f"cannot connect to {where}: {text}; check the server, port and "
+            "database name in source.url"
+        )
+
+    def _query_error(self, query: Query, exc: Exception) -> QueryError:
+        if isinstance(exc, QueryError):
+            return QueryError(f"query from {query.template}: {exc}")
+        text = self._text(exc)
+        state = getattr(exc, "sqlstate", None) or ""
+        hint = "check the template against the database"
+        if state == "57014" or "statement timeout" in text:
+            hint = (
+                "the query ran past source.query_timeout; raise it or narrow the query"
+            )
+        elif state == "42883" and "operator does not exist" in text:
+            hint = (
+                "a value's type does not fit its column: give it the column's type "
+                "in [params] (a number, a date) or cast it in the template, for "
+                "example {{ school_id }}::integer"
+            )
+        return QueryError(f"query from {query.template} failed: {text}; {hint}")
+
+
+class _Fetcher:
+    """FETCH the cursor's rows on a second thread, one batch ahead.
+
+    ADBC releases the GIL while the server sends a batch and the driver decodes
+    it, so the next batch arrives while this one is cleaned and written. The
+    connection is used by that thread alone until ``close()`` has joined it.
+    """
+
+    def __init__(
+        self, source: PostgresSource, cursor: str, batch_size: int, query: Query
+    ) -> None:
+        self._source = source
+        self._cursor = cursor
+        self._limit = max(1, batch_size)
+        self._query = query
+        self._ready: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"fetch-{cursor}", daemon=True
+        )
+        self._thread.start()
+        self.fetched = 0
+
+    def _run(self) -> None:
+        rows = min(FIRST_ROWS, self._limit)
+        try:
+            while not self._stop.is_set():
+                asked = rows
+                table = self._source._read_all(f"FETCH {asked} FROM {self._cursor}")
+                if table.num_rows == 0:
+                    break
+                record = table.combine_chunks().to_batches()[0]
+                width = max(1, record.nbytes // record.num_rows)
+                rows = max(1, min(self._limit, BATCH_BYTES // width))
+                self._put(record)
+                if record.num_rows < asked:  # the cursor is at its end
+                    break
+            self._put(None)
+        except BaseException as exc:  # handed to the reading thread
+            self._put(exc)
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._ready.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item = self._ready.get()
+            if item is None:
+                return
+            if isinstance(item, Exception):
+                raise self._source._query_error(self._query, item) from None
+            if isinstance(item, BaseException):
+                raise item
+            self.fetched += item.num_rows
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            self._ready.get_nowait()
+        self._thread.join()
+        with contextlib.suppress(*_errors()):
+            self._source._update(f"CLOSE {self._cursor}")
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    import adbc_driver_manager
+
+    return (adbc_driver_manager.Error, QueryError)
+
+
+def _where(url: str) -> str:
+    """The URL without any password, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    with contextlib.suppress(ValueError):
+        if parts.port:
+            host += f":{parts.port}"
+    return f"PostgreSQL at {host}{parts.path}"
+
+
+def _schema(handle: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.Schema._import_from_c(handle.address)
+
+
+def _pg_type(field: Any) -> str:
+    meta = field.metadata or {}
+    return str(meta.get(b"POSTGRESQL:type", b"").decode())
+
+
+def _quote_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _capped(body: str, schema: Any) -> str:
+    """The query with each column renamed by position, every column of a type
+    connector does not read natively as the server's text for it, and every
+    text value longer than ``MAX_TEXT_CHARS`` bytes cut on the server at one
+    character past ``MAX_TEXT_CHARS`` characters (so ``_check_lengths`` sees it)."""
+    inner = [f"c{n}" for n in range(1, len(schema) + 1)]
+    outer = []
+    for name, field in zip(inner, schema, strict=True):
+        kind = _pg_type(field)
+        if kind in _NATIVE:
+            value = name
+        elif kind == "bytea":
+            value = (
+                f"CASE WHEN octet_length({name}) > {MAX_TEXT_CHARS} THEN "
+                f"substring({name} from 1 for {MAX_TEXT_CHARS + 1}) ELSE {name} END"
+            )
+        else:
+            # A value of at most MAX_TEXT_CHARS bytes is never cut, and
+            # octet_length reads only its header: the cut costs nothing.
+            text = f"{name}::text"
+            value = (
+                f"CASE WHEN octet_length({text}) > {MAX_TEXT_CHARS} THEN "
+                f"left({text}, {MAX_TEXT_CHARS + 1}) ELSE {text} END"
+            )
+        outer.append(f"{value} AS {_quote_name(field.name)}")
+    return (
+        f"SELECT {', '.join(outer)} FROM (\n{body}\n) "
+        f"connector_rows({', '.join(inner)})"
+    )
+
+
+def _param_array(field: Any, value: Any, number: int) -> Any:
+    """One value as an Arrow array of the placeholder's inferred type."""
+    import pyarrow as pa
+
+    kind = field.type
+    numeric = _pg_type(field) == "numeric"
+    try:
+        if numeric:
+            # The driver reads numeric as text; it binds a decimal as numeric.
+            if value is None:
+                return pa.nulls(1, pa.decimal128(38, 0))
+            return pa.array([Decimal(_as_text(value))])
+        if value is None:
+            return pa.nulls(1, kind if _bindable(kind) else pa.string())
+        if not _bindable(kind):
+            # A type the driver has no Arrow type for (an enum, uuid, json): the
+            # value's own type, which the server casts where it can.
+            return pa.array([value])
+        if isinstance(value, str) and not pa.types.is_string(kind):
+            return pa.array([value], pa.string()).cast(kind)
+        return pa.array([value], kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ArithmeticError):
+        raise QueryError(
+            f"value {number} of the template is not a {_pg_type(field) or kind}, "
+            "the type the database expects where it is used; give it that type "
+            "in [params] or --param"
+        ) from None
+
+
+def _bindable(kind: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_timestamp(kind)
+    )
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def _check_lengths(query: Query, record: Any, before: int) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for field, column in zip(record.schema, record.columns, strict=True):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            lengths = pc.utf8_length(column)
+        elif pa.types.is_binary(column.type):
+            lengths = pc.binary_length(column)
+        else:
+            continue
+        longest = pc.max(lengths).as_py()
+        if longest is not None and longest > MAX_TEXT_CHARS:
+            row = before + 1 + pc.index(lengths, longest).as_py()
+            raise QueryError(
+                f"query from {query.template}: column {field.name}, row {row}: a "
+                f"value is longer than {MAX_TEXT_CHARS} characters, the limit for "
+                "one value; nothing was written. Cut the column in the template "
+                f"(for example LEFT({field.name}, 255))"
+            )
+
+
+def _decimals(record: Any, numeric: list[int]) -> list[Any] | None:
+    """The record's columns, a ``numeric`` one as Python decimals (as ODBC gives
+    them: ``12.00`` is written ``12``, as it would be through ODBC)."""
+    if not numeric:
+        return None
+    columns: list[Any] = list(record.columns)
+    for i in numeric:
+        columns[i] = [None if v is None else Decimal(v) for v in columns[i].to_pylist()]
+    return columns
