@@ -14,6 +14,10 @@ interleaved rounds, each in its own process:
 - ``connector run --force`` again on the state the first left (``connector-rerun``):
   a night like most, where the gate compares every row with the baseline.
 
+Each connector tool runs once per way in (``--sources``, column ``source``):
+``odbc`` (psqlODBC, MariaDB Connector/ODBC) and ``url`` (PostgreSQL: a
+``postgresql://`` URL, read through libpq by ADBC).
+
 Prints rows/s, the ratio to the limit of the same round (median over rounds) and
 the peak RSS of the process, and checks every output: the connector's exports
 must hold exactly the rows of a formatted ``\\copy`` (byte for byte for
@@ -59,6 +63,15 @@ MY_URL = (
     f"mysql+pymysql://root@localhost/{bench_data.DATABASE}"
     "?unix_socket=/run/mysqld/mysqld.sock&charset=utf8mb4"
 )
+# The connector's own ways in, per database: [source] as a DBA would write it.
+SOURCES = {
+    ("pg", "odbc"): f"odbc = {json.dumps(PG_ODBC)}",
+    (
+        "pg",
+        "url",
+    ): f'url = "postgresql://postgres@127.0.0.1:5432/{bench_data.DATABASE}"',
+    ("my", "odbc"): f"odbc = {json.dumps(MY_ODBC)}",
+}
 COLUMNS = {
     "students": "student_id, first_name, last_name, phone, school, language, "
     "alt_phone, email, grade, gender",
@@ -94,18 +107,23 @@ def timed(cmd: list[str], **kw: object) -> tuple[float, float]:
         return seconds, int(rss.read().split()[-1]) / 1024
 
 
-def write_config(work: Path, db: str, dataset: str, size: int, url: str) -> Path:
-    folder = work / f"{db}-{dataset}-{size}"
+def work_folder(work: Path, db: str, dataset: str, size: int, source: str) -> Path:
+    return work / f"{db}-{source}-{dataset}-{size}"
+
+
+def write_config(
+    work: Path, db: str, dataset: str, size: int, url: str, source: str
+) -> Path:
+    folder = work_folder(work, db, dataset, size, source)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{dataset}.sql.j2").write_text(query(dataset, size) + "\n")
     (folder / "students.sql.j2").write_text(query("students", 0) + "\n")
     if dataset == "students":  # never run: extract -d students
         (folder / "attendance.sql.j2").write_text("SELECT 1\n")
-    odbc = PG_ODBC if db == "pg" else MY_ODBC
     config = folder / "connector.toml"
     config.write_text(
         f"""[source]
-odbc = {json.dumps(odbc)}
+{SOURCES[db, source]}
 
 [datasets.students]
 template = "students.sql.j2"
@@ -129,9 +147,11 @@ folder = "state"
     return config
 
 
-def run_tool(tool: str, db: str, dataset: str, size: int, work: Path) -> Path:
+def run_tool(
+    tool: str, db: str, dataset: str, size: int, work: Path, source: str
+) -> Path:
     """Run one tool once; returns its output file."""
-    folder = work / f"{db}-{dataset}-{size}"
+    folder = work_folder(work, db, dataset, size, source)
     out = folder / f"{tool}.csv"
     out.unlink(missing_ok=True)
     sql = query(dataset, size)
@@ -256,6 +276,11 @@ def main() -> None:
     parser.add_argument("--dbs", default="pg,my")
     parser.add_argument("--datasets", default="attendance,students")
     parser.add_argument("--only", default=",".join(TOOLS), help="tools to run")
+    parser.add_argument(
+        "--sources",
+        default="odbc,url",
+        help="the connector's ways in: odbc, and url (PostgreSQL: postgresql://)",
+    )
     parser.add_argument("--drop", action="store_true")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -280,20 +305,31 @@ def main() -> None:
                 for ds in sorted(datasets, reverse=True)  # students first
                 for size in (sizes if ds == "attendance" else [0])
             ]
+            ways = {
+                db: [w for w in args.sources.split(",") if (db, w) in SOURCES]
+                for db in dbs
+            }
             for db, ds, size in cases:
-                write_config(work, db, ds, size, receiver.url)
-            times: dict[tuple[str, str, int, str], list[float]] = {}
-            ratios: dict[tuple[str, str, int, str], list[float]] = {}
-            peaks: dict[tuple[str, str, int, str], float] = {}
-            verdicts: dict[tuple[str, str, int, str], str] = {}
+                for way in ways[db]:
+                    write_config(work, db, ds, size, receiver.url, way)
+            Key = tuple[str, str, int, str, str]
+            times: dict[Key, list[float]] = {}
+            ratios: dict[Key, list[float]] = {}
+            peaks: dict[Key, float] = {}
+            verdicts: dict[Key, str] = {}
             for _ in range(args.rounds):
                 limits: dict[tuple[str, str], float] = {}
                 for db, ds, size in cases:
-                    for tool in tools:
+                    runs = [
+                        (tool, way)
+                        for tool in tools
+                        for way in (ways[db] if tool.startswith("connector") else [""])
+                    ]
+                    for tool, way in runs:
                         if tool in RUNS and ds == "students":
                             continue
-                        key = (db, ds, size, tool)
-                        out = run_tool(tool, db, ds, size, work)
+                        key = (db, ds, size, tool, way)
+                        out = run_tool(tool, db, ds, size, work, way or ways[db][0])
                         seconds, peak = LAST["t"]
                         if tool == "limit":
                             limits[db, ds] = seconds
@@ -309,19 +345,20 @@ def main() -> None:
                         out.unlink()
             print(
                 f"{'database':<11}{'data set':<12}{'rows':>10}  {'tool':<19}"
-                f"{'rows/s':>10}{'of limit':>10}{'peak RSS MiB':>14}  check"
+                f"{'source':<7}{'rows/s':>10}{'of limit':>10}{'peak RSS MiB':>14}"
+                "  check"
             )
             for db, ds, size in cases:
                 rows = size or students_rows()
-                for tool in tools:
-                    key = (db, ds, size, tool)
-                    if key not in times:
+                for key in times:
+                    if key[:3] != (db, ds, size):
                         continue
+                    tool, way = key[3:]
                     moved = rows + (students_rows() if tool in RUNS else 0)
                     rate = moved / statistics.median(times[key])
                     print(
                         f"{'PostgreSQL' if db == 'pg' else 'MariaDB':<11}{ds:<12}"
-                        f"{rows:>10}  {tool:<19}{rate:>10,.0f}"
+                        f"{rows:>10}  {tool:<19}{way or '-':<7}{rate:>10,.0f}"
                         f"{statistics.median(ratios[key]):>10.0%}"
                         f"{peaks[key]:>14.0f}  {verdicts[key]}"
                     )
