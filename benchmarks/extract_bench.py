@@ -16,7 +16,8 @@ interleaved rounds, each in its own process:
 
 Each connector tool runs once per way in (``--sources``, column ``source``):
 ``odbc`` (psqlODBC, MariaDB Connector/ODBC) and ``url`` (PostgreSQL: a
-``postgresql://`` URL, read through libpq by ADBC).
+``postgresql://`` URL, read through libpq by ADBC; MariaDB: a ``mariadb://`` URL,
+read through MariaDB Connector/Python, ``pip install -e '.[mariadb]'``).
 
 Prints rows/s, the ratio to the limit of the same round (median over rounds) and
 the peak RSS of the process, and checks every output: the connector's exports
@@ -71,6 +72,8 @@ SOURCES = {
         "url",
     ): f'url = "postgresql://postgres@127.0.0.1:5432/{bench_data.DATABASE}"',
     ("my", "odbc"): f"odbc = {json.dumps(MY_ODBC)}",
+    ("my", "url"): f'url = "mariadb://root@localhost/{bench_data.DATABASE}'
+    '?unix_socket=/run/mysqld/mysqld.sock"',
 }
 COLUMNS = {
     "students": "student_id, first_name, last_name, phone, school, language, "
@@ -279,7 +282,7 @@ def main() -> None:
     parser.add_argument(
         "--sources",
         default="odbc,url",
-        help="the connector's ways in: odbc, and url (PostgreSQL: postgresql://)",
+        help="the connector's ways in: odbc, and url (postgresql://, mariadb://)",
     )
     parser.add_argument("--drop", action="store_true")
     args = parser.parse_args()

@@ -182,14 +182,24 @@ class ColumnBatch(Sequence[tuple[Any, ...]]):
     """
 
     def __init__(
-        self, record: pa.RecordBatch, columns: Sequence[Any] | None = None
+        self,
+        record: pa.RecordBatch | None,
+        columns: Sequence[Any] | None = None,
+        rows: int | None = None,
     ) -> None:
         self.record = record
-        # A source may hand some columns over as Python lists (decimals).
-        self.columns = record.columns if columns is None else columns
+        # A source may hand some columns over as Python lists (decimals), or
+        # give only ``columns`` and their number of ``rows``.
+        if record is not None:
+            columns = record.columns if columns is None else columns
+            rows = record.num_rows if rows is None else rows
+        if columns is None or rows is None:
+            raise ValueError("a batch needs a record, or its columns and rows")
+        self.columns = columns
+        self._rows = rows
 
     def __len__(self) -> int:
-        return int(self.record.num_rows)
+        return int(self._rows)
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):

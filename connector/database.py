@@ -80,10 +80,13 @@ class Source(Protocol):
 def open_source(settings: SourceSettings, password: str | None) -> Source:
     """Connect with ``settings``; ``password`` comes from the secrets lookup."""
     if settings.url:
+        from .mariadb import MariaDbSource, is_mariadb_url
         from .postgres import PostgresSource, is_postgres_url
 
         if is_postgres_url(settings.url):
             return PostgresSource(settings, password)
+        if is_mariadb_url(settings.url):
+            return MariaDbSource(settings, password)
         return SqlAlchemySource(settings, password)
     return OdbcSource(settings, password)
 
@@ -92,9 +95,12 @@ def param_style(settings: SourceSettings) -> ParamStyle:
     """How the source's queries write a placeholder."""
     if not settings.url:
         return "qmark"
+    from .mariadb import is_mariadb_url
     from .postgres import is_postgres_url
 
-    return "numeric" if is_postgres_url(settings.url) else "named"
+    if is_postgres_url(settings.url):
+        return "numeric"
+    return "qmark" if is_mariadb_url(settings.url) else "named"
 
 
 def _scrub(text: str, secret: str | None) -> str:

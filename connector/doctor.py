@@ -178,9 +178,14 @@ def _check_driver(job: Job, report: DoctorReport) -> bool:
 
     source = job.source
     if source.url:
+        from .mariadb import is_mariadb_url
         from .postgres import is_postgres_url
 
-        how = "libpq (ADBC)" if is_postgres_url(source.url) else "SQLAlchemy"
+        how = "SQLAlchemy"
+        if is_postgres_url(source.url):
+            how = "libpq (ADBC)"
+        elif is_mariadb_url(source.url):
+            how = "MariaDB Connector/Python"
         report.ok("ODBC driver", f"not needed: source.url connects through {how}")
         return True
     try:

@@ -18,10 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import queue
 import re
-import threading
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
@@ -29,17 +26,17 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 from .config import SourceSettings
 from .database import Batches, ServerInfo, _scrub, count_sql, scrub_values
 from .errors import ConfigError, ConnectError, QueryError
+from .native import (
+    MAX_TEXT_CHARS,
+    NativeSource,
+    Prefetcher,
+    check_lengths,
+    server_name,
+)
 from .templates import ParamStyle, Query
 
 log = logging.getLogger(__name__)
 
-# The longest text value a query may return, in characters (the exports' fields
-# are at most 255): the server cuts at one more, and a longer value stops the run.
-MAX_TEXT_CHARS = 2048
-# What a fetched batch may hold, at the size of the rows fetched so far; the
-# first FETCH asks for FIRST_ROWS rows.
-BATCH_BYTES = 4 << 20
-FIRST_ROWS = 1_000
 # PostgreSQL types the driver decodes into Arrow types connector cleans as they
 # are; every other column reaches us as the server's own text for it.
 _NATIVE = frozenset(
@@ -78,7 +75,7 @@ def libpq_uri(settings: SourceSettings, password: str | None) -> str:
     return urlunsplit(("postgresql", netloc, parts.path, urlencode(query), ""))
 
 
-class PostgresSource:
+class PostgresSource(NativeSource):
     """A libpq connection through ADBC, holding one read transaction.
 
     Every query of the run sees the same snapshot (repeatable read): a data set's
@@ -94,7 +91,7 @@ class PostgresSource:
         self._password = password
         self._settings = settings
         self._cursors = 0
-        where = _where(settings.url or "")
+        where = server_name(settings.url or "", "PostgreSQL")
         log.debug("connecting to %s through ADBC's PostgreSQL driver", where)
         try:
             self._database = adbc_driver_postgresql.connect(
@@ -128,9 +125,6 @@ class PostgresSource:
 
     # -- the Source interface ------------------------------------------------
 
-    def describe(self) -> ServerInfo:
-        return self._info
-
     def count(self, query: Query) -> int:
         """``COUNT(*)`` over the query, in the run's transaction."""
         sql = count_sql(query.sql)
@@ -159,15 +153,32 @@ class PostgresSource:
             raise self._query_error(query, exc) from None
         names = [field.name.lower() for field in schema]
         numeric = [i for i, f in enumerate(schema) if _pg_type(f) == "numeric"]
-        fetcher = _Fetcher(self, cursor, batch_size, query)
+
+        def fetch(rows: int) -> Any:
+            table = self._read_all(f"FETCH {rows} FROM {cursor}")
+            return table.combine_chunks().to_batches()[0] if table.num_rows else None
+
+        def finish() -> None:
+            with contextlib.suppress(*_errors()):
+                self._update(f"CLOSE {cursor}")
+
+        fetcher = Prefetcher(
+            fetch,
+            limit=batch_size,
+            error=lambda exc: self._query_error(query, exc),
+            finish=finish,
+            name=f"fetch-{cursor}",
+        )
 
         def batches() -> Batches:
             from .csvout import ColumnBatch
 
             with contextlib.closing(fetcher):
                 for record in fetcher:
-                    _check_lengths(query, record, fetcher.fetched - record.num_rows)
-                    yield ColumnBatch(record, _decimals(record, numeric))  # type: ignore[misc]
+                    columns = _decimals(record, numeric)
+                    before = fetcher.fetched - record.num_rows
+                    check_lengths(query, names, columns, before)
+                    yield ColumnBatch(record, columns)  # type: ignore[misc]
 
         return names, batches()
 
@@ -187,15 +198,6 @@ class PostgresSource:
             with contextlib.suppress(adbc_driver_manager.Error):
                 database.close()
             self._database = None
-
-    def __enter__(self) -> PostgresSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"PostgresSource(dbms={self._info.dbms!r})"
 
     # -- statements ----------------------------------------------------------
 
@@ -342,90 +344,10 @@ class PostgresSource:
         return QueryError(f"query from {query.template} failed: {text}; {hint}")
 
 
-class _Fetcher:
-    """FETCH the cursor's rows on a second thread, one batch ahead.
-
-    ADBC releases the GIL while the server sends a batch and the driver decodes
-    it, so the next batch arrives while this one is cleaned and written. The
-    connection is used by that thread alone until ``close()`` has joined it.
-    """
-
-    def __init__(
-        self, source: PostgresSource, cursor: str, batch_size: int, query: Query
-    ) -> None:
-        self._source = source
-        self._cursor = cursor
-        self._limit = max(1, batch_size)
-        self._query = query
-        self._ready: queue.Queue[Any] = queue.Queue(maxsize=1)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"fetch-{cursor}", daemon=True
-        )
-        self._thread.start()
-        self.fetched = 0
-
-    def _run(self) -> None:
-        rows = min(FIRST_ROWS, self._limit)
-        try:
-            while not self._stop.is_set():
-                asked = rows
-                table = self._source._read_all(f"FETCH {asked} FROM {self._cursor}")
-                if table.num_rows == 0:
-                    break
-                record = table.combine_chunks().to_batches()[0]
-                width = max(1, record.nbytes // record.num_rows)
-                rows = max(1, min(self._limit, BATCH_BYTES // width))
-                self._put(record)
-                if record.num_rows < asked:  # the cursor is at its end
-                    break
-            self._put(None)
-        except BaseException as exc:  # handed to the reading thread
-            self._put(exc)
-
-    def _put(self, item: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                self._ready.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            item = self._ready.get()
-            if item is None:
-                return
-            if isinstance(item, Exception):
-                raise self._source._query_error(self._query, item) from None
-            if isinstance(item, BaseException):
-                raise item
-            self.fetched += item.num_rows
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(queue.Empty):
-            self._ready.get_nowait()
-        self._thread.join()
-        with contextlib.suppress(*_errors()):
-            self._source._update(f"CLOSE {self._cursor}")
-
-
 def _errors() -> tuple[type[Exception], ...]:
     import adbc_driver_manager
 
     return (adbc_driver_manager.Error, QueryError)
-
-
-def _where(url: str) -> str:
-    """The URL without any password, for messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    with contextlib.suppress(ValueError):
-        if parts.port:
-            host += f":{parts.port}"
-    return f"PostgreSQL at {host}{parts.path}"
 
 
 def _schema(handle: Any) -> Any:
@@ -524,33 +446,9 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def _check_lengths(query: Query, record: Any, before: int) -> None:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    for field, column in zip(record.schema, record.columns, strict=True):
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            lengths = pc.utf8_length(column)
-        elif pa.types.is_binary(column.type):
-            lengths = pc.binary_length(column)
-        else:
-            continue
-        longest = pc.max(lengths).as_py()
-        if longest is not None and longest > MAX_TEXT_CHARS:
-            row = before + 1 + pc.index(lengths, longest).as_py()
-            raise QueryError(
-                f"query from {query.template}: column {field.name}, row {row}: a "
-                f"value is longer than {MAX_TEXT_CHARS} characters, the limit for "
-                "one value; nothing was written. Cut the column in the template "
-                f"(for example LEFT({field.name}, 255))"
-            )
-
-
-def _decimals(record: Any, numeric: list[int]) -> list[Any] | None:
+def _decimals(record: Any, numeric: list[int]) -> list[Any]:
     """The record's columns, a ``numeric`` one as Python decimals (as ODBC gives
     them: ``12.00`` is written ``12``, as it would be through ODBC)."""
-    if not numeric:
-        return None
     columns: list[Any] = list(record.columns)
     for i in numeric:
         columns[i] = [None if v is None else Decimal(v) for v in columns[i].to_pylist()]

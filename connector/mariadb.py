@@ -1,0 +1,378 @@
+"""MariaDB and MySQL without ODBC: a ``mariadb://`` or ``mysql://`` URL.
+
+Read through MariaDB Connector/Python (the ``mariadb`` package, the extra
+``connector[mariadb]``), which streams a result: the server sends the rows as
+they are read, so memory stays flat and the query runs once, in one pass, where
+MariaDB Connector/ODBC would hold the whole result and needs key-order chunks
+(drivers.md). The statement is prepared on the server and every template value
+bound to it (binary protocol); the rows are turned into Arrow columns on a
+second thread while the previous batch is written.
+
+A text value longer than ``MAX_TEXT_CHARS`` is cut on the server at one more
+character, only in columns that can hold one, and then stops the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .config import SourceSettings
+from .database import Batches, ServerInfo, _scrub, count_sql, scrub_values
+from .errors import ConfigError, ConnectError, QueryError
+from .native import (
+    MAX_TEXT_CHARS,
+    NativeSource,
+    Prefetcher,
+    check_lengths,
+    server_name,
+)
+from .templates import ParamStyle, Query
+
+log = logging.getLogger(__name__)
+
+_SCHEMES = ("mariadb", "mysql")
+# MariaDB/MySQL column type codes (FIELD_TYPE) and what becomes of them.
+_TEXT = frozenset({15, 245, 247, 248, 249, 250, 251, 252, 253, 254})
+_DATE = 10
+_TIMESTAMPS = frozenset({7, 12})
+_INTEGERS = frozenset({1, 2, 3, 8, 9, 13})
+_FLOATS = frozenset({4, 5})
+# The URL's query keys connector passes to MariaDB Connector/Python.
+_TEXT_OPTIONS = (
+    "unix_socket",
+    "ssl_ca",
+    "ssl_capath",
+    "ssl_cert",
+    "ssl_key",
+    "ssl_cipher",
+    "ssl_crlpath",
+    "tls_version",
+)
+_FLAG_OPTIONS = ("ssl", "ssl_verify_cert")
+_NUMBER_OPTIONS = ("connect_timeout", "read_timeout", "write_timeout")
+# Error numbers: the login refused, and the server could not be reached.
+_REFUSED = frozenset({1044, 1045, 1698})
+_TIMEOUT = frozenset({1969, 3024})
+
+
+def is_mariadb_url(url: str | None) -> bool:
+    """A MariaDB or MySQL URL that names no Python driver."""
+    return bool(url) and urlsplit(url or "").scheme.lower() in _SCHEMES
+
+
+def connect_options(settings: SourceSettings, password: str | None) -> dict[str, Any]:
+    """MariaDB Connector/Python's connect() arguments for ``source.url``."""
+    parts = urlsplit(settings.url or "")
+    options: dict[str, Any] = {"autocommit": False}
+    user = settings.user or (unquote(parts.username) if parts.username else None)
+    if user:
+        options["user"] = user
+    if password is not None:
+        options["password"] = password
+    if parts.hostname:
+        options["host"] = parts.hostname
+    try:
+        if parts.port:
+            options["port"] = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"source.url: {exc}") from None
+    database = unquote(parts.path.lstrip("/"))
+    if database:
+        options["database"] = database
+    if settings.login_timeout:
+        options["connect_timeout"] = settings.login_timeout
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in _TEXT_OPTIONS:
+            options[key] = value
+        elif key in _FLAG_OPTIONS:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ConfigError(f"source.url: {key}={value} is not true or false")
+            options[key] = value.lower() in ("true", "1", "yes")
+        elif key in _NUMBER_OPTIONS and value.isdigit():
+            options[key] = int(value)
+        else:
+            known = ", ".join((*_TEXT_OPTIONS, *_FLAG_OPTIONS, *_NUMBER_OPTIONS))
+            raise ConfigError(
+                f"source.url: unknown parameter {key!r} for MariaDB/MySQL; the URL's "
+                f"query may hold: {known}"
+            )
+    return options
+
+
+class MariaDbSource(NativeSource):
+    """A MariaDB Connector/Python connection holding one read transaction.
+
+    Every query of the run sees the same snapshot (repeatable read, a consistent
+    snapshot taken when connecting).
+    """
+
+    param_style: ParamStyle = "qmark"
+
+    def __init__(self, settings: SourceSettings, password: str | None) -> None:
+        try:
+            import mariadb
+        except ModuleNotFoundError:
+            raise ConfigError(
+                "source.url is a MariaDB/MySQL URL, which needs MariaDB "
+                "Connector/Python: pip install 'connector[mariadb]' (on Linux "
+                "install libmariadb-dev and a C compiler first; see drivers.md), or "
+                "connect through ODBC with source.odbc"
+            ) from None
+
+        self._password = password
+        where = server_name(settings.url or "", "MariaDB")
+        self._where = where
+        options = connect_options(settings, password)
+        log.debug("connecting to %s through MariaDB Connector/Python", where)
+        try:
+            self._conn: Any = mariadb.connect(**options)
+        except mariadb.Error as exc:
+            raise self._connect_error(exc, where) from None
+        try:
+            self._session(settings)
+            version = str(self._conn.server_info)
+        except mariadb.Error as exc:
+            self.close()
+            raise ConnectError(
+                f"{where}: the session could not be set up: {self._text(exc)}"
+            ) from None
+        self._mariadb = "mariadb" in version.lower()
+        self._info = ServerInfo(
+            dbms="MariaDB" if self._mariadb else "MySQL",
+            dbms_version=version,
+            driver="MariaDB Connector/Python",
+            driver_version=mariadb.__version__,
+        )
+        log.info(
+            "connected to %s %s through %s %s",
+            self._info.dbms,
+            self._info.dbms_version,
+            self._info.driver,
+            self._info.driver_version,
+        )
+
+    def _session(self, settings: SourceSettings) -> None:
+        import mariadb
+
+        version = str(self._conn.server_info).lower()
+        self._execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        if settings.query_timeout:
+            seconds = int(settings.query_timeout)
+            if "mariadb" in version:
+                self._execute(f"SET SESSION max_statement_time = {seconds}")
+            else:
+                self._execute(f"SET SESSION max_execution_time = {seconds * 1000}")
+        if settings.time_zone:
+            # The name was checked against the IANA database with the config.
+            try:
+                self._execute(f"SET time_zone = '{settings.time_zone}'")
+            except mariadb.Error:
+                log.warning(
+                    "the server does not know time zone %s (MariaDB and MySQL need "
+                    "their time zone tables: mysql_tzinfo_to_sql); its TIMESTAMP "
+                    "columns stay in the server's zone",
+                    settings.time_zone,
+                )
+        self._execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+
+    # -- the Source interface ------------------------------------------------
+
+    def count(self, query: Query) -> int:
+        """``COUNT(*)`` over the query, in the run's transaction."""
+        import mariadb
+
+        try:
+            rows = self._execute(count_sql(query.sql), list(query.params), fetch=True)
+        except mariadb.Error as exc:
+            raise self._query_error(query, exc) from None
+        return int(rows[0][0])
+
+    def stream(self, query: Query, batch_size: int) -> tuple[list[str], Batches]:
+        """The query's column names, and its rows in batches of at most
+        ``batch_size`` rows (fewer where the rows are wide)."""
+        import mariadb
+
+        body = query.sql.rstrip().rstrip(";").rstrip()
+        params = list(query.params)
+        try:
+            probe = self._conn.cursor(prepared=True)
+            try:
+                probe.execute(
+                    f"SELECT * FROM (\n{body}\n) connector_probe LIMIT 0", params
+                )
+                description = list(probe.description or ())
+            finally:
+                probe.close()
+            cursor = self._conn.cursor(prepared=True, buffered=False)
+            try:
+                cursor.execute(_capped(body, description), params)
+            except BaseException:
+                cursor.close()
+                raise
+        except mariadb.Error as exc:
+            raise self._query_error(query, exc) from None
+        names = [str(column[0]).lower() for column in description]
+        codes = [int(column[1]) for column in description]
+
+        def fetch(rows: int) -> _Batch | None:
+            found = cursor.fetchmany(rows)
+            if not found:
+                return None
+            values = list(zip(*found, strict=True))
+            return _Batch([_column(v, c) for v, c in zip(values, codes, strict=True)])
+
+        def finish() -> None:
+            # Reads what the server still sends of an unfinished result.
+            with contextlib.suppress(mariadb.Error):
+                cursor.close()
+
+        fetcher = Prefetcher(
+            fetch,
+            limit=batch_size,
+            error=lambda exc: self._query_error(query, exc),
+            finish=finish,
+            name="fetch-mariadb",
+        )
+
+        def batches() -> Batches:
+            from .csvout import ColumnBatch
+
+            with contextlib.closing(fetcher):
+                for batch in fetcher:
+                    before = fetcher.fetched - batch.num_rows
+                    check_lengths(query, names, batch.columns, before)
+                    yield ColumnBatch(None, batch.columns, batch.num_rows)  # type: ignore[misc]
+
+        return names, batches()
+
+    def close(self) -> None:
+        import mariadb
+
+        conn = getattr(self, "_conn", None)
+        if conn is None:
+            return
+        # Only reads ran: end the transaction without keeping anything.
+        with contextlib.suppress(mariadb.Error):
+            conn.rollback()
+        with contextlib.suppress(mariadb.Error):
+            conn.close()
+        self._conn = None
+
+    # -- statements and errors -------------------------------------------------
+
+    def _execute(
+        self, sql: str, params: Sequence[Any] = (), *, fetch: bool = False
+    ) -> list[Any]:
+        cursor = self._conn.cursor(prepared=bool(params))
+        try:
+            cursor.execute(sql, tuple(params))
+            return list(cursor.fetchall()) if fetch else []
+        finally:
+            cursor.close()
+
+    def _text(self, exc: Exception) -> str:
+        text = " ".join(str(exc).split())
+        return scrub_values(_scrub(text, self._password)).rstrip(" .;")
+
+    def _connect_error(self, exc: Any, where: str) -> ConnectError:
+        text = self._text(exc)
+        number = getattr(exc, "errno", None)
+        if number in _REFUSED or "access denied" in text.lower():
+            return ConnectError(
+                f"{where} refused the login: {text}; check source.user and the "
+                "secret named by source.password_secret",
+                exit_code=3,
+            )
+        return ConnectError(
+            f"cannot connect to {where}: {text}; check the server, port (or "
+            "unix_socket) and database name in source.url"
+        )
+
+    def _query_error(self, query: Query, exc: Exception) -> QueryError:
+        if isinstance(exc, QueryError):
+            return QueryError(f"query from {query.template}: {exc}")
+        text = self._text(exc)
+        hint = "check the template against the database"
+        if getattr(exc, "errno", None) in _TIMEOUT or "max_statement_time" in text:
+            hint = (
+                "the query ran past source.query_timeout; raise it or narrow the query"
+            )
+        return QueryError(f"query from {query.template} failed: {text}; {hint}")
+
+
+class _Batch:
+    """Rows fetched, as columns: Arrow arrays, or Python lists for the types the
+    field rules take as Python values (decimals, times)."""
+
+    def __init__(self, columns: list[Any]) -> None:
+        import pyarrow as pa
+
+        self.columns = columns
+        first = columns[0]
+        self.num_rows = len(first)
+        self.nbytes = sum(
+            c.nbytes if isinstance(c, pa.Array) else 16 * len(c) for c in columns
+        )
+
+
+def _column(values: tuple[Any, ...], code: int) -> Any:
+    """One fetched column as connector cleans it."""
+    import pyarrow as pa
+
+    kind: Any = None
+    if code in _TEXT:
+        kind = pa.string()
+    elif code == _DATE:
+        kind = pa.date32()
+    elif code in _TIMESTAMPS:
+        kind = pa.timestamp("us")
+    elif code in _INTEGERS:
+        kind = pa.int64()
+    elif code in _FLOATS:
+        kind = pa.float64()
+    if kind is not None:
+        try:
+            return pa.array(values, kind)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            if code in _TEXT:
+                with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError):
+                    return pa.array(values)  # a binary column: bytes
+    return list(values)
+
+
+def _quote_name(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _capped(body: str, description: Sequence[Any]) -> str:
+    """The query with every text column that could hold a value longer than
+    ``MAX_TEXT_CHARS`` cut on the server at one character more (so
+    ``check_lengths`` sees it); the others as they are."""
+    if not any(_may_be_long(column) for column in description):
+        return body
+    outer = []
+    for column in description:
+        name = _quote_name(str(column[0]))
+        if _may_be_long(column):
+            outer.append(
+                f"CASE WHEN OCTET_LENGTH({name}) > {MAX_TEXT_CHARS} THEN "
+                f"LEFT({name}, {MAX_TEXT_CHARS + 1}) ELSE {name} END AS {name}"
+            )
+        else:
+            outer.append(name)
+    return f"SELECT {', '.join(outer)} FROM (\n{body}\n) connector_rows"
+
+
+def _may_be_long(column: Sequence[Any]) -> bool:
+    """A text column whose declared size (in bytes) is over the limit."""
+    size = column[3] if len(column) > 3 else None
+    return int(column[1]) in _TEXT and not (
+        isinstance(size, int) and 0 < size <= MAX_TEXT_CHARS
+    )
+
+
+__all__ = ["MariaDbSource", "connect_options", "is_mariadb_url"]
