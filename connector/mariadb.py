@@ -193,7 +193,12 @@ class MariaDbSource(NativeSource):
 
     def stream(self, query: Query, batch_size: int) -> tuple[list[str], Batches]:
         """The query's column names, and its rows in batches of at most
-        ``batch_size`` rows (fewer where the rows are wide)."""
+        ``batch_size`` rows (fewer where the rows are wide).
+
+        The query's columns are asked for here (``LIMIT 0``); it runs when the
+        first batch is asked for, so batches closed unread leave nothing for
+        the connection to read.
+        """
         import mariadb
 
         body = query.sql.rstrip().rstrip(";").rstrip()
@@ -207,40 +212,45 @@ class MariaDbSource(NativeSource):
                 description = list(probe.description or ())
             finally:
                 probe.close()
-            cursor = self._conn.cursor(prepared=True, buffered=False)
-            try:
-                cursor.execute(_capped(body, description), params)
-            except BaseException:
-                cursor.close()
-                raise
         except mariadb.Error as exc:
             raise self._query_error(query, exc) from None
         names = [str(column[0]).lower() for column in description]
         codes = [int(column[1]) for column in description]
 
-        def fetch(rows: int) -> _Batch | None:
-            found = cursor.fetchmany(rows)
-            if not found:
-                return None
-            values = list(zip(*found, strict=True))
-            return _Batch([_column(v, c) for v, c in zip(values, codes, strict=True)])
-
-        def finish() -> None:
-            # Reads what the server still sends of an unfinished result.
-            with contextlib.suppress(mariadb.Error):
-                cursor.close()
-
-        fetcher = Prefetcher(
-            fetch,
-            limit=batch_size,
-            error=lambda exc: self._query_error(query, exc),
-            finish=finish,
-            name="fetch-mariadb",
-        )
-
         def batches() -> Batches:
             from .csvout import ColumnBatch
 
+            try:
+                cursor = self._conn.cursor(prepared=True, buffered=False)
+                try:
+                    cursor.execute(_capped(body, description), params)
+                except BaseException:
+                    cursor.close()
+                    raise
+            except mariadb.Error as exc:
+                raise self._query_error(query, exc) from None
+
+            def fetch(rows: int) -> _Batch | None:
+                found = cursor.fetchmany(rows)
+                if not found:
+                    return None
+                values = list(zip(*found, strict=True))
+                return _Batch(
+                    [_column(v, c) for v, c in zip(values, codes, strict=True)]
+                )
+
+            def finish() -> None:
+                # Reads what the server still sends of an unfinished result.
+                with contextlib.suppress(mariadb.Error):
+                    cursor.close()
+
+            fetcher = Prefetcher(
+                fetch,
+                limit=batch_size,
+                error=lambda exc: self._query_error(query, exc),
+                finish=finish,
+                name="fetch-mariadb",
+            )
             with contextlib.closing(fetcher):
                 for batch in fetcher:
                     before = fetcher.fetched - batch.num_rows

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 MAX_TEXT_CHARS = 2048
 # What a fetched batch may hold, at the size of the rows fetched so far; the
 # first fetch asks for FIRST_ROWS rows.
-BATCH_BYTES = 4 << 20
+BATCH_BYTES = 1 << 20
 FIRST_ROWS = 1_000
 
 

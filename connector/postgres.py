@@ -137,22 +137,23 @@ class PostgresSource(NativeSource):
 
     def stream(self, query: Query, batch_size: int) -> tuple[list[str], Batches]:
         """The query's column names, and its rows in Arrow batches of at most
-        ``batch_size`` rows (fewer where the rows are wide)."""
+        ``batch_size`` rows (fewer where the rows are wide).
+
+        The query is prepared here (its columns and the types of its values);
+        its cursor is opened when the first batch is asked for, so batches
+        closed unread leave nothing open.
+        """
         body = query.sql.rstrip().rstrip(";").rstrip()
         try:
             with contextlib.closing(self._prepared(body)) as statement:
                 params = self._param_batch(statement, query.params, body)
                 schema = _schema(statement.execute_schema())
-            self._cursors += 1
-            cursor = f"connector_rows_{self._cursors}"
-            self._update(
-                f"DECLARE {cursor} NO SCROLL CURSOR FOR {_capped(body, schema)}",
-                params,
-            )
         except _errors() as exc:
             raise self._query_error(query, exc) from None
         names = [field.name.lower() for field in schema]
         numeric = [i for i, f in enumerate(schema) if _pg_type(f) == "numeric"]
+        self._cursors += 1
+        cursor = f"connector_rows_{self._cursors}"
 
         def fetch(rows: int) -> Any:
             table = self._read_all(f"FETCH {rows} FROM {cursor}")
@@ -162,17 +163,23 @@ class PostgresSource(NativeSource):
             with contextlib.suppress(*_errors()):
                 self._update(f"CLOSE {cursor}")
 
-        fetcher = Prefetcher(
-            fetch,
-            limit=batch_size,
-            error=lambda exc: self._query_error(query, exc),
-            finish=finish,
-            name=f"fetch-{cursor}",
-        )
-
         def batches() -> Batches:
             from .csvout import ColumnBatch
 
+            try:
+                self._update(
+                    f"DECLARE {cursor} NO SCROLL CURSOR FOR {_capped(body, schema)}",
+                    params,
+                )
+            except _errors() as exc:
+                raise self._query_error(query, exc) from None
+            fetcher = Prefetcher(
+                fetch,
+                limit=batch_size,
+                error=lambda exc: self._query_error(query, exc),
+                finish=finish,
+                name=f"fetch-{cursor}",
+            )
             with contextlib.closing(fetcher):
                 for record in fetcher:
                     columns = _decimals(record, numeric)

@@ -238,6 +238,16 @@ def test_every_query_of_a_run_sees_one_snapshot(probe_table: str) -> None:
 
 
 @pytest.mark.integration
+def test_batches_closed_unread_leave_nothing_open(sis_loaded: None) -> None:
+    """The column check fails before the first batch is read (a column the data
+    set does not declare): nothing waits on the connection."""
+    with source() as src:
+        _, batches = src.stream(query("SELECT seq AS n FROM seq_1_to_100000"), 10)
+        batches.close()
+        assert rows(src, query("SELECT 7 AS n")) == [(7,)]
+
+
+@pytest.mark.integration
 def test_a_stream_left_early_frees_the_connection(sis_loaded: None) -> None:
     with source() as src:
         _, batches = src.stream(query("SELECT seq AS n FROM seq_1_to_100000"), 10)

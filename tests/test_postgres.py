@@ -206,6 +206,16 @@ def test_every_query_of_a_run_sees_one_snapshot(sis_loaded: None) -> None:
 
 
 @pytest.mark.integration
+def test_batches_closed_unread_leave_nothing_open(sis_loaded: None) -> None:
+    """The column check fails before the first batch is read (a column the data
+    set does not declare): nothing waits on the connection."""
+    with source() as src:
+        _, batches = src.stream(query("SELECT generate_series(1, 100000) AS n"), 10)
+        batches.close()
+        assert rows(src, query("SELECT 7 AS n")) == [(7,)]
+
+
+@pytest.mark.integration
 def test_a_stream_left_early_frees_the_connection(sis_loaded: None) -> None:
     """``connector test`` reads one batch and moves on to the next data set."""
     with source() as src:
@@ -258,3 +268,31 @@ def test_a_connection_failure_is_one_clear_line(
     text = str(info.value)
     assert "\n" not in text and "Secret-Pw" not in text
     assert getattr(info.value, "exit_code", None) == code, text
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "url",
+    [URL, "mariadb://root@localhost/sis_opensis?unix_socket=/run/mysqld/mysqld.sock"],
+    ids=["postgresql", "mariadb"],
+)
+def test_a_column_the_data_set_lacks_stops_at_once(
+    tmp_path: Path, sis_loaded: None, url: str
+) -> None:
+    (tmp_path / "students.sql").write_text(
+        "SELECT '1' AS student_id, 'A' AS first_name, 'B' AS last_name, "
+        "NULL AS phone, '1' AS school, NULL AS language, NULL AS alt_phone, "
+        "NULL AS email, NULL AS grade, NULL AS gender, 1 AS extra"
+    )
+    (tmp_path / "connector.toml").write_text(
+        f'[source]\nurl = "{url}"\n[datasets.students]\ntemplate = "students.sql"\n'
+    )
+    done = subprocess.run(
+        [*connector_command(), "extract", "-c", "connector.toml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "extra" in done.stderr and "Traceback" not in done.stderr
