@@ -12,6 +12,7 @@ import codecs
 import datetime as dt
 import re
 import tomllib
+import urllib.parse
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -117,11 +118,8 @@ class SourceSettings(_Strict):
                 "the ODBC connection string holds a password; remove PWD= and name "
                 "a secret in password_secret instead"
             )
-        if self.url and re.match(r"^[^:]+://[^/@]*:[^/@]+@", self.url):
-            raise ValueError(
-                "the URL holds a password; remove it and name a secret in "
-                "password_secret instead"
-            )
+        if self.url:
+            _check_url(self.url)
         self._check_tls()
         return self
 
@@ -158,6 +156,25 @@ class SourceSettings(_Strict):
         return (
             f"SourceSettings(kind={kind!r}, password_secret={self.password_secret!r})"
         )
+
+
+def _check_url(url: str) -> None:
+    """A URL that holds no password (in its user part or query) and parses."""
+    scheme = url.split("://", 1)[0].lower()
+    if not scheme.startswith("sqlite"):  # a file path may hold ':' and '@'
+        rest = url.split("://", 1)[-1].split("?", 1)[0]
+        user, at, _ = rest.rpartition("@")
+        query = url.split("?", 1)[1] if "?" in url else ""
+        keys = {k.lower() for k, _ in urllib.parse.parse_qsl(query)}
+        if (at and ":" in user) or keys & {"password", "passwd", "pwd"}:
+            raise ValueError(
+                "the URL holds a password; remove it and name a secret in "
+                "password_secret instead"
+            )
+    try:
+        urllib.parse.urlsplit(url).port  # noqa: B018 - parsing it is the check
+    except ValueError as exc:
+        raise ValueError(f"the URL does not parse: {exc}") from None
 
 
 class ColumnSettings(_Strict):

@@ -596,6 +596,13 @@ class OdbcSource:
                         raise _query_error(query, exc, self._password) from None
                     except UnicodeDecodeError as exc:
                         raise undecodable(query, exc) from None
+                    except (ValueError, OverflowError):
+                        dated = [
+                            str(d[0])
+                            for d in cursor.description or ()
+                            if d[1] in (dt.date, dt.datetime)
+                        ]
+                        raise unreadable(query, dated, "the driver") from None
                     if not rows:
                         return
                     yield [tuple(r) for r in rows]
@@ -654,17 +661,24 @@ class OdbcSource:
 
 
 # Database messages that quote a row's value: "invalid input syntax for type
-# integer: "Lopez"", MySQL's "Incorrect integer value: 'Lopez' for column",
-# SQLite's "Could not decode to UTF-8 column 'first_name' with text 'Jos?'".
+# integer: "Lopez"", "... for type timestamp with time zone: "Lopez"", "invalid
+# input value for enum mood: "Lopez"", "malformed array literal: "Lopez"", JSON's
+# "Token "Lopez" is invalid", MySQL's "Incorrect integer value: 'Lopez' for
+# column", SQLite's "Could not decode to UTF-8 column 'first_name' with text 'Jos?'".
 _QUOTED_VALUE = re.compile(
-    r"((?:syntax for type \w+|value|key|Key|with text)[ :(]*)"
+    r"((?:syntax for type [\w ]+?|for enum [\w.\"]+|literal|value|key|Key|"
+    r"with text|Token)[ :(]*)"
     r"""("[^"]*"|'[^']*'|\([^)]*\)=\([^)]*\))"""
 )
+# What PostgreSQL adds after its message can quote whole rows ("Failing row
+# contains (...)", "JSON data, line 1: ..."): it is left out.
+_DETAILS = re.compile(r"\s*\b(?:DETAIL|CONTEXT|HINT):.*", re.DOTALL)
 
 
 def scrub_values(text: str) -> str:
-    """Replace row values a database quoted in an error message with ``<value>``."""
-    return _QUOTED_VALUE.sub(r"\1<value>", text)
+    """Replace row values a database quoted in an error message with ``<value>``,
+    and leave out the details that can hold whole rows."""
+    return _QUOTED_VALUE.sub(r"\1<value>", _DETAILS.sub("", text))
 
 
 def undecodable(query: Query, exc: UnicodeDecodeError) -> QueryError:
@@ -677,6 +691,17 @@ def undecodable(query: Query, exc: UnicodeDecodeError) -> QueryError:
         f"query from {query.template}: a text value is not valid {exc.encoding} "
         f"(byte 0x{byte}: {exc.reason}); the database holds text in another "
         "encoding: set source.encoding to it (see drivers.md, text decoding)"
+    )
+
+
+def unreadable(query: Query, dated: list[str], driver: str) -> QueryError:
+    """A fetched value that has no Python form (a zero date, a year past 9999)."""
+    where = f" (date columns: {', '.join(dated)})" if dated else ""
+    return QueryError(
+        f"query from {query.template}: {driver} cannot read a value of this "
+        f"result{where}: a date with a zero month or day, a zero year or a year "
+        "past 9999 has no form connector can write; turn it into NULL or text in "
+        "the template (for example NULLIF(column, '0000-00-00'))"
     )
 
 

@@ -15,13 +15,21 @@ character, only in columns that can hold one, and then stops the run.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .config import SourceSettings
-from .database import Batches, ServerInfo, _scrub, count_sql, scrub_values
+from .database import (
+    Batches,
+    ServerInfo,
+    _scrub,
+    count_sql,
+    scrub_values,
+    unreadable,
+)
 from .errors import ConfigError, ConnectError, QueryError
 from .native import (
     MAX_TEXT_CHARS,
@@ -38,6 +46,7 @@ _SCHEMES = ("mariadb", "mysql")
 # MariaDB/MySQL column type codes (FIELD_TYPE) and what becomes of them.
 _TEXT = frozenset({15, 245, 247, 248, 249, 250, 251, 252, 253, 254})
 _DATE = 10
+_TIME = 11
 _TIMESTAMPS = frozenset({7, 12})
 _INTEGERS = frozenset({1, 2, 3, 8, 9, 13})
 _FLOATS = frozenset({4, 5})
@@ -92,7 +101,9 @@ def connect_options(settings: SourceSettings, password: str | None) -> dict[str,
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ConfigError(f"source.url: {key}={value} is not true or false")
             options[key] = value.lower() in ("true", "1", "yes")
-        elif key in _NUMBER_OPTIONS and value.isdigit():
+        elif key in _NUMBER_OPTIONS:
+            if not value.isdigit():
+                raise ConfigError(f"source.url: {key}={value} is not whole seconds")
             options[key] = int(value)
         else:
             known = ", ".join((*_TEXT_OPTIONS, *_FLAG_OPTIONS, *_NUMBER_OPTIONS))
@@ -135,11 +146,24 @@ class MariaDbSource(NativeSource):
         try:
             self._session(settings)
             version = str(self._conn.server_info)
+            asked = [
+                k for k in ("ssl", "ssl_ca", "ssl_capath", "ssl_cert") if options.get(k)
+            ]
+            cipher = self._execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'", fetch=True)
+            encrypted = bool(cipher and cipher[0][1])
         except mariadb.Error as exc:
             self.close()
             raise ConnectError(
                 f"{where}: the session could not be set up: {self._text(exc)}"
             ) from None
+        if asked and not encrypted:
+            self.close()
+            raise ConnectError(
+                f"{where}: source.url asks for TLS ({', '.join(asked)}) but the "
+                "connection is not encrypted (the server does not offer TLS); turn "
+                "TLS on in the server, or remove those settings to connect in clear",
+                exit_code=2,
+            )
         self._mariadb = "mariadb" in version.lower()
         self._info = ServerInfo(
             dbms="MariaDB" if self._mariadb else "MySQL",
@@ -231,7 +255,16 @@ class MariaDbSource(NativeSource):
                 raise self._query_error(query, exc) from None
 
             def fetch(rows: int) -> _Batch | None:
-                found = cursor.fetchmany(rows)
+                try:
+                    found = cursor.fetchmany(rows)
+                    if len(found) < rows:
+                        # The driver ends a streamed result quietly when the
+                        # server sends an error instead of the next row: ask.
+                        self._raise_pending(query)
+                except (SystemError, ValueError, OverflowError):
+                    # A value it cannot convert can also end the rows quietly,
+                    # leaving the error to the driver's next call.
+                    raise _unreadable(query, description) from None
                 if not found:
                     return None
                 values = list(zip(*found, strict=True))
@@ -240,8 +273,9 @@ class MariaDbSource(NativeSource):
                 )
 
             def finish() -> None:
-                # Reads what the server still sends of an unfinished result.
-                with contextlib.suppress(mariadb.Error):
+                # Reads what the server still sends of an unfinished result; a
+                # value the driver cannot convert there was reported already.
+                with contextlib.suppress(mariadb.Error, SystemError, ValueError):
                     cursor.close()
 
             fetcher = Prefetcher(
@@ -284,6 +318,15 @@ class MariaDbSource(NativeSource):
         finally:
             cursor.close()
 
+    def _raise_pending(self, query: Query) -> None:
+        """Raise the error the server sent in place of the rest of a result."""
+        errors = [
+            w for w in self._execute("SHOW WARNINGS", fetch=True) if w[0] == "Error"
+        ]
+        if errors:
+            _, number, message = errors[-1]
+            raise self._query_error(query, _ServerError(int(number), str(message)))
+
     def _text(self, exc: Exception) -> str:
         text = " ".join(str(exc).split())
         return scrub_values(_scrub(text, self._password)).rstrip(" .;")
@@ -304,6 +347,8 @@ class MariaDbSource(NativeSource):
 
     def _query_error(self, query: Query, exc: Exception) -> QueryError:
         if isinstance(exc, QueryError):
+            if str(exc).startswith("query from "):
+                return exc
             return QueryError(f"query from {query.template}: {exc}")
         text = self._text(exc)
         hint = "check the template against the database"
@@ -312,6 +357,20 @@ class MariaDbSource(NativeSource):
                 "the query ran past source.query_timeout; raise it or narrow the query"
             )
         return QueryError(f"query from {query.template} failed: {text}; {hint}")
+
+
+class _ServerError(Exception):
+    """An error the server reported after the driver had ended a result."""
+
+    def __init__(self, errno: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+def _unreadable(query: Query, description: Sequence[Any]) -> QueryError:
+    """The driver could not turn a fetched value into Python (a zero date)."""
+    dated = [str(c[0]) for c in description if int(c[1]) in (*_TIMESTAMPS, _DATE, 13)]
+    return unreadable(query, dated, "MariaDB Connector/Python")
 
 
 class _Batch:
@@ -344,6 +403,8 @@ def _column(values: tuple[Any, ...], code: int) -> Any:
         kind = pa.int64()
     elif code in _FLOATS:
         kind = pa.float64()
+    if code == _TIME:
+        return [None if v is None else _clock(v) for v in values]
     if kind is not None:
         try:
             return pa.array(values, kind)
@@ -352,6 +413,17 @@ def _column(values: tuple[Any, ...], code: int) -> Any:
                 with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError):
                     return pa.array(values)  # a binary column: bytes
     return list(values)
+
+
+def _clock(value: Any) -> Any:
+    """A TIME value as the ODBC driver gives it (``08:30:00``, ``-00:00:01``);
+    the driver gives a time span."""
+    if not isinstance(value, dt.timedelta):
+        return value
+    seconds = int(value.total_seconds())
+    sign = "-" if seconds < 0 else ""
+    hours, rest = divmod(abs(seconds), 3600)
+    return f"{sign}{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 def _quote_name(name: str) -> str:

@@ -21,7 +21,8 @@ import logging
 import re
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from zoneinfo import ZoneInfo
 
 from .config import SourceSettings
 from .database import Batches, ServerInfo, _scrub, count_sql, scrub_values
@@ -40,9 +41,18 @@ log = logging.getLogger(__name__)
 # PostgreSQL types the driver decodes into Arrow types connector cleans as they
 # are; every other column reaches us as the server's own text for it.
 _NATIVE = frozenset(
-    {"int2", "int4", "int8", "float4", "float8", "date", "timestamp", "timestamptz"}
+    {"int2", "int4", "int8", "float8", "date", "timestamp", "timestamptz"}
     | {"bool", "oid"}
 )
+# Plain text, read as it is (a char(n)'s padding goes, as the rules trim it).
+_TEXTS = frozenset({"text", "varchar", "bpchar", "name", "citext"})
+# What psqlODBC gives for these, made on the server: money as a number, a uuid in
+# capitals; every other type through its output function (``format('%s', v)``),
+# as psql prints it: ``::1`` for an inet, ``1.1`` for a real.
+_AS_ODBC = {"money": "{}::numeric::text", "uuid": "upper({}::text)"}
+# The days and microseconds Python's dates can hold (years 1 to 9999).
+_DAYS = (-719_162, 2_932_896)
+_MICROSECONDS = (-62_135_596_800_000_000, 253_402_300_799_999_999)
 _SCHEMES = ("postgresql", "postgres")
 
 
@@ -52,7 +62,8 @@ def is_postgres_url(url: str | None) -> bool:
 
 
 def libpq_uri(settings: SourceSettings, password: str | None) -> str:
-    """The URL as libpq takes it: the user, password and login timeout added."""
+    """The URL as libpq takes it: the user, password and login timeout added,
+    and the text asked for in UTF-8 (the server converts from its encoding)."""
     parts = urlsplit(settings.url or "")
     user = settings.user or (unquote(parts.username) if parts.username else None)
     host = parts.hostname or ""
@@ -63,16 +74,21 @@ def libpq_uri(settings: SourceSettings, password: str | None) -> str:
     except ValueError as exc:
         raise ConfigError(f"source.url: {exc}") from None
     netloc = host + (f":{port}" if port else "")
-    if user:
-        login = quote(user, safe="")
-        if password is not None:
-            login += ":" + quote(password, safe="")
+    login = quote(user, safe="") if user else ""
+    if password is not None:
+        login += ":" + quote(password, safe="")
+    if login:
         netloc = f"{login}@{netloc}"
     query = parse_qsl(parts.query, keep_blank_values=True)
-    if settings.login_timeout and not any(k == "connect_timeout" for k, _ in query):
+    given = {key for key, _ in query}
+    if settings.login_timeout and "connect_timeout" not in given:
         query.append(("connect_timeout", str(settings.login_timeout)))
+    if "client_encoding" not in given:
+        query.append(("client_encoding", "UTF8"))
     query.append(("application_name", "connector"))
-    return urlunsplit(("postgresql", netloc, parts.path, urlencode(query), ""))
+    # Written out by hand: urlunsplit drops the empty host of postgresql:///db
+    # (the local socket), and urlencode's "+" for a space is a "+" to libpq.
+    return f"postgresql://{netloc}{parts.path}?{urlencode(query, quote_via=quote)}"
 
 
 class PostgresSource(NativeSource):
@@ -88,8 +104,14 @@ class PostgresSource(NativeSource):
         import adbc_driver_manager
         import adbc_driver_postgresql
 
+        if settings.encoding:
+            raise ConfigError(
+                "source.encoding is for ODBC drivers; over a postgresql:// URL the "
+                "server converts its text to UTF-8 itself: remove source.encoding"
+            )
         self._password = password
         self._settings = settings
+        self._zone = ZoneInfo(settings.time_zone or "UTC")
         self._cursors = 0
         where = server_name(settings.url or "", "PostgreSQL")
         log.debug("connecting to %s through ADBC's PostgreSQL driver", where)
@@ -110,11 +132,21 @@ class PostgresSource(NativeSource):
                 ms = int(settings.query_timeout) * 1000
                 self._update(f"SET statement_timeout = {ms}")
             self._info = self._read_info(adbc_driver_postgresql.__version__)
+            encoding = self._read_all("SHOW server_encoding").column(0)[0].as_py()
         except adbc_driver_manager.Error as exc:
             self.close()
             raise ConnectError(
                 f"{where}: the session could not be set up: {self._text(exc)}"
             ) from None
+        if str(encoding).upper() == "SQL_ASCII":
+            self.close()
+            raise ConnectError(
+                f"{where}: the database's encoding is SQL_ASCII, which stores bytes "
+                "without saying what they mean, so the server cannot give them as "
+                "UTF-8; connect through ODBC (source.odbc) with source.encoding set "
+                "to the encoding the SIS writes (for example latin-1)",
+                exit_code=2,
+            )
         log.info(
             "connected to %s %s through %s %s",
             self._info.dbms,
@@ -129,7 +161,8 @@ class PostgresSource(NativeSource):
         """``COUNT(*)`` over the query, in the run's transaction."""
         sql = count_sql(query.sql)
         try:
-            params = self._typed_params(sql, query.params)
+            statement, params = self._prepare(sql, query.params)
+            statement.close()
             table = self._read_all(sql, params)
         except _errors() as exc:
             raise self._query_error(query, exc) from None
@@ -145,13 +178,16 @@ class PostgresSource(NativeSource):
         """
         body = query.sql.rstrip().rstrip(";").rstrip()
         try:
-            with contextlib.closing(self._prepared(body)) as statement:
-                params = self._param_batch(statement, query.params, body)
+            statement, params = self._prepare(body, query.params)
+            with contextlib.closing(statement):
                 schema = _schema(statement.execute_schema())
         except _errors() as exc:
             raise self._query_error(query, exc) from None
         names = [field.name.lower() for field in schema]
-        numeric = [i for i, f in enumerate(schema) if _pg_type(f) == "numeric"]
+        numeric = [
+            i for i, f in enumerate(schema) if _pg_type(f) in ("numeric", "money")
+        ]
+        zone = ZoneInfo(self._settings.time_zone) if self._settings.time_zone else None
         self._cursors += 1
         cursor = f"connector_rows_{self._cursors}"
 
@@ -182,7 +218,7 @@ class PostgresSource(NativeSource):
             )
             with contextlib.closing(fetcher):
                 for record in fetcher:
-                    columns = _decimals(record, numeric)
+                    columns = _for_rules(record, numeric, zone)
                     before = fetcher.fetched - record.num_rows
                     check_lengths(query, names, columns, before)
                     yield ColumnBatch(record, columns)  # type: ignore[misc]
@@ -217,14 +253,22 @@ class PostgresSource(NativeSource):
         statement.set_sql_query(sql)
         return statement
 
-    def _prepared(self, sql: str) -> Any:
+    def _prepare(self, sql: str, values: Any) -> tuple[Any, Any]:
+        """The statement prepared, and its values as one row of the types the
+        server infers for their places.
+
+        A failed prepare ends the run's transaction (the driver then refuses
+        every statement until a rollback), so there is no second try: a value
+        whose type the server cannot infer (``$1 IS NULL``) is an error saying
+        to cast it in the template.
+        """
         statement = self._statement(sql)
         try:
             statement.prepare()
+            return statement, self._param_batch(statement, list(values or []))
         except BaseException:
             statement.close()
             raise
-        return statement
 
     def _update(self, sql: str, params: Any = None) -> None:
         statement = self._statement(sql)
@@ -247,20 +291,8 @@ class PostgresSource(NativeSource):
         finally:
             statement.close()
 
-    def _typed_params(self, sql: str, values: Any) -> Any:
-        if not values:
-            return None
-        statement = self._prepared(sql)
-        try:
-            return self._param_batch(statement, values, sql)
-        finally:
-            statement.close()
-
-    def _param_batch(self, statement: Any, values: Any, sql: str) -> Any:
+    def _param_batch(self, statement: Any, values: list[Any]) -> Any:
         """The values as one row of the types the server inferred for them."""
-        import pyarrow as pa
-
-        values = list(values or [])
         if not values:
             return None
         schema = _schema(statement.get_parameter_schema())
@@ -269,12 +301,11 @@ class PostgresSource(NativeSource):
                 f"the query has {len(schema)} placeholders for {len(values)} values; "
                 "write values only as {{ name }} in the template"
             )
-        arrays = [
-            _param_array(f, v, n)
-            for n, (f, v) in enumerate(zip(schema, values, strict=True), 1)
-        ]
-        return pa.record_batch(
-            arrays, names=[f"p{n}" for n in range(1, len(arrays) + 1)]
+        return _record(
+            [
+                _param_array(f, v, n, self._zone)
+                for n, (f, v) in enumerate(zip(schema, values, strict=True), 1)
+            ]
         )
 
     def _read_info(self, version: str) -> ServerInfo:
@@ -296,7 +327,7 @@ class PostgresSource(NativeSource):
 
     # -- errors --------------------------------------------------------------
 
-    def _text(self, exc: Exception) -> str:
+    def _text(self, exc: Exception, *, values: bool = True) -> str:
         """The server's or libpq's own words, without the statement the driver
         quotes (ours, around the template's), its caret lines and codes."""
         text = str(exc).split("Query was:")[0]
@@ -309,10 +340,12 @@ class PostgresSource(NativeSource):
             text = re.sub(r"^[A-Z_]+: (\[libpq\] )?", "", text.strip())
             text = re.sub(r"^Failed to connect: ", "", text)
         text = " ".join(text.split())
-        return scrub_values(_scrub(text, self._password)).rstrip(" .;")
+        text = _scrub(text, self._password)
+        return (scrub_values(text) if values else text).rstrip(" .;")
 
     def _connect_error(self, exc: Exception, where: str) -> ConnectError:
-        text = self._text(exc)
+        # No row value can be in a login's error: a setting's value stays shown.
+        text = self._text(exc, values=False)
         lowered = text.lower()
         refused = ("password", "authentication failed", "role ", "pg_hba.conf")
         if any(word in lowered for word in refused):
@@ -321,7 +354,11 @@ class PostgresSource(NativeSource):
                 "secret named by source.password_secret",
                 exit_code=3,
             )
-        if "invalid uri" in lowered or "invalid connection option" in lowered:
+        if (
+            "invalid uri" in lowered
+            or "invalid connection option" in lowered
+            or (lowered.startswith("invalid ") and " value" in lowered)
+        ):
             return ConnectError(
                 f"source.url {where}: {text}; the URL's query may hold only libpq "
                 "connection parameters (sslmode, sslrootcert, connect_timeout...)",
@@ -334,6 +371,8 @@ class PostgresSource(NativeSource):
 
     def _query_error(self, query: Query, exc: Exception) -> QueryError:
         if isinstance(exc, QueryError):
+            if str(exc).startswith("query from "):
+                return exc
             return QueryError(f"query from {query.template}: {exc}")
         text = self._text(exc)
         state = getattr(exc, "sqlstate", None) or ""
@@ -341,6 +380,12 @@ class PostgresSource(NativeSource):
         if state == "57014" or "statement timeout" in text:
             hint = (
                 "the query ran past source.query_timeout; raise it or narrow the query"
+            )
+        elif state == "42P18":
+            hint = (
+                "the database cannot tell a value's type from where it is used "
+                "(as in {{ x }} IS NULL): cast it in the template, for example "
+                "{{ x }}::text or {{ start_date }}::date"
             )
         elif state == "42883" and "operator does not exist" in text:
             hint = (
@@ -391,7 +436,10 @@ def _capped(body: str, schema: Any) -> str:
         else:
             # A value of at most MAX_TEXT_CHARS bytes is never cut, and
             # octet_length reads only its header: the cut costs nothing.
-            text = f"{name}::text"
+            if kind in _TEXTS:
+                text = f"{name}::text"
+            else:
+                text = _AS_ODBC.get(kind, "format('%s', {})").format(name)
             value = (
                 f"CASE WHEN octet_length({text}) > {MAX_TEXT_CHARS} THEN "
                 f"left({text}, {MAX_TEXT_CHARS + 1}) ELSE {text} END"
@@ -403,14 +451,25 @@ def _capped(body: str, schema: Any) -> str:
     )
 
 
-def _param_array(field: Any, value: Any, number: int) -> Any:
-    """One value as an Arrow array of the placeholder's inferred type."""
+def _record(arrays: list[Any]) -> Any:
+    import pyarrow as pa
+
+    return pa.record_batch(arrays, names=[f"p{n}" for n in range(1, len(arrays) + 1)])
+
+
+def _param_array(field: Any, value: Any, number: int, zone: ZoneInfo) -> Any:
+    """One value as an Arrow array of the placeholder's inferred type.
+
+    A value of another type is converted as the server would convert its text:
+    ``"2024"`` to a number, a date to midnight of a timestamp (in the session's
+    zone, ``zone``, for a ``timestamptz``), a number to text. Nothing is
+    rounded: ``2024.9`` is not an integer.
+    """
     import pyarrow as pa
 
     kind = field.type
-    numeric = _pg_type(field) == "numeric"
     try:
-        if numeric:
+        if _pg_type(field) == "numeric":
             # The driver reads numeric as text; it binds a decimal as numeric.
             if value is None:
                 return pa.nulls(1, pa.decimal128(38, 0))
@@ -420,16 +479,65 @@ def _param_array(field: Any, value: Any, number: int) -> Any:
         if not _bindable(kind):
             # A type the driver has no Arrow type for (an enum, uuid, json): the
             # value's own type, which the server casts where it can.
-            return pa.array([value])
-        if isinstance(value, str) and not pa.types.is_string(kind):
-            return pa.array([value], pa.string()).cast(kind)
-        return pa.array([value], kind)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ArithmeticError):
+            try:
+                return pa.array([value])
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                return pa.array([_as_text(value)], pa.string())
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return pa.array([_as_text(value)], pa.string())
+        if pa.types.is_timestamp(kind):
+            return pa.array([_moment(value, zone if kind.tz else None)], kind)
+        if pa.types.is_date(kind):
+            day = value
+            if isinstance(value, str):
+                day = dt.date.fromisoformat(value.strip())
+            elif isinstance(value, dt.datetime):
+                day = value.date()
+            return pa.array([day], kind)
+        if pa.types.is_integer(kind) and not isinstance(value, bool):
+            number_value = int(value.strip()) if isinstance(value, str) else value
+            if isinstance(number_value, float | Decimal):
+                if number_value != int(number_value):
+                    raise ArithmeticError(value)
+                number_value = int(number_value)
+            return pa.array([number_value], kind)
+        if isinstance(value, str):
+            return pa.array([value.strip()], pa.string()).cast(kind)
+        return pa.array([value]).cast(kind)
+    except (
+        pa.ArrowInvalid,
+        pa.ArrowTypeError,
+        OverflowError,
+        ArithmeticError,
+        ValueError,
+        TypeError,
+    ):
         raise QueryError(
-            f"value {number} of the template is not a {_pg_type(field) or kind}, "
+            f"value {number} of the template is not of type {_pg_type(field) or kind}, "
             "the type the database expects where it is used; give it that type "
-            "in [params] or --param"
+            "in [params] or --param, or cast it in the template"
         ) from None
+
+
+def _moment(value: Any, zone: ZoneInfo | None) -> dt.datetime:
+    """A date or time as a timestamp: a date is its midnight, and a time without
+    a zone is taken in ``zone`` where the column has one."""
+    if isinstance(value, str):
+        text = value.strip()
+        moment = (
+            dt.datetime.fromisoformat(text)
+            if "T" in text or " " in text or ":" in text
+            else dt.datetime.combine(dt.date.fromisoformat(text), dt.time())
+        )
+    elif isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, dt.date):
+        moment = dt.datetime.combine(value, dt.time())
+    else:
+        raise TypeError(value)
+    if zone is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment
 
 
 def _bindable(kind: Any) -> bool:
@@ -453,10 +561,37 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def _decimals(record: Any, numeric: list[int]) -> list[Any]:
-    """The record's columns, a ``numeric`` one as Python decimals (as ODBC gives
-    them: ``12.00`` is written ``12``, as it would be through ODBC)."""
+def _for_rules(record: Any, numeric: list[int], zone: ZoneInfo | None) -> list[Any]:
+    """The record's columns as the field rules take them: a ``numeric`` one as
+    Python decimals (as ODBC gives them: ``12.00`` is written ``12``); a
+    ``timestamptz`` in the schools' zone; a date or timestamp Python cannot
+    hold (``infinity``, a year past 9999 or before 1) as the text ``out of
+    range``, which the rules give as an invalid date."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     columns: list[Any] = list(record.columns)
     for i in numeric:
         columns[i] = [None if v is None else Decimal(v) for v in columns[i].to_pylist()]
+    for i, column in enumerate(columns):
+        if not isinstance(column, pa.Array):
+            continue
+        if pa.types.is_date32(column.type):
+            counts, bounds = column.cast(pa.int32()), _DAYS
+        elif pa.types.is_timestamp(column.type) and column.type.unit == "us":
+            counts, bounds = column.cast(pa.int64()), _MICROSECONDS
+        else:
+            continue
+        low, high = pc.min_max(counts).values()
+        if low.is_valid and (low.as_py() < bounds[0] or high.as_py() > bounds[1]):
+            inside = pc.and_(
+                pc.greater_equal(counts, bounds[0]), pc.less_equal(counts, bounds[1])
+            )
+            kept = pc.if_else(inside, column, pa.nulls(len(column), column.type))
+            columns[i] = [
+                value if ok in (True, None) else "out of range"
+                for value, ok in zip(kept.to_pylist(), inside.to_pylist(), strict=True)
+            ]
+        elif zone is not None and pa.types.is_timestamp(column.type) and column.type.tz:
+            columns[i] = column.cast(pa.timestamp(column.type.unit, tz=zone.key))
     return columns

@@ -86,6 +86,41 @@ def test_password_in_connection_string_is_refused(folder: Path) -> None:
     assert "hunter2" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://connector:hunter2@sis-db/sis",
+        "postgresql://connector:hun/ter2@sis-db/sis",  # a "/" in the password
+        "mariadb://connector:9/hunter2@sis-db/sis",
+        "postgresql://connector@sis-db/sis?password=hunter2",
+        "mysql://connector@sis-db/sis?PWD=hunter2",
+    ],
+)
+def test_password_in_a_url_is_refused(folder: Path, url: str) -> None:
+    path = folder / "connector.toml"
+    odbc = GOOD.split("odbc = ", 1)[1].split("\n", 1)[0]
+    path.write_text(GOOD.replace(odbc, f'"{url}"').replace("odbc = ", "url = "))
+    with pytest.raises(ConfigError, match="the URL holds a password") as info:
+        load_job(path)
+    assert "hunter2" not in str(info.value) and "ter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://connector@[::1/sis", "does not parse: Invalid IPv6 URL"),
+        ("postgresql://connector@sis-db:99999/sis", "Port out of range"),
+    ],
+)
+def test_a_url_that_does_not_parse_says_so(folder: Path, url: str, says: str) -> None:
+    path = folder / "connector.toml"
+    odbc = GOOD.split("odbc = ", 1)[1].split("\n", 1)[0]
+    path.write_text(GOOD.replace(odbc, f'"{url}"').replace("odbc = ", "url = "))
+    with pytest.raises(ConfigError, match=says) as info:
+        load_job(path)
+    assert info.value.exit_code == 2
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_job(tmp_path / "connector.toml")

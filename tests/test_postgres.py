@@ -60,7 +60,16 @@ def test_the_libpq_uri_carries_user_password_and_login_timeout() -> None:
     uri = libpq_uri(settings, "p@ss:w;rd/%")
     assert uri == (
         "postgresql://reader%40district:p%40ss%3Aw%3Brd%2F%25@db.example.org:5433"
-        "/sis?sslmode=verify-full&connect_timeout=12&application_name=connector"
+        "/sis?sslmode=verify-full&connect_timeout=12&client_encoding=UTF8"
+        "&application_name=connector"
+    )
+    # The local socket (no host), a space in a value, a password with no user.
+    local = SourceSettings(
+        url="postgresql:///sis?options=-c%20search_path%3Dsis", login_timeout=0
+    )
+    assert libpq_uri(local, "pw") == (
+        "postgresql://:pw@/sis?options=-c%20search_path%3Dsis"
+        "&client_encoding=UTF8&application_name=connector"
     )
 
 
@@ -118,10 +127,50 @@ def test_values_are_bound_with_the_types_the_server_infers(sis_loaded: None) -> 
 
 
 @pytest.mark.integration
+def test_dates_and_numbers_meet_timestamps_and_text_as_over_odbc(
+    sis_loaded: None,
+) -> None:
+    """A date, or its text, against a timestamp (a timestamptz: midnight in the
+    schools' zone); a number where text is expected; a whole float as an integer."""
+    day = dt.date(2024, 8, 19)
+    with source(time_zone="America/Chicago") as src:
+        for value in (day, "2024-08-19"):
+            [[plain, zoned]] = rows(
+                src,
+                query(
+                    "SELECT TIMESTAMP '2024-08-19 00:00' = $1 AS a, "
+                    "TIMESTAMPTZ '2024-08-19 05:00+00' = $2 AS b",
+                    [value, value],
+                ),
+            )
+            assert plain and zoned, value
+        assert rows(src, query("SELECT $1 AS school", [101])) == [("101",)]
+        assert rows(src, query("SELECT 1 AS x WHERE 5 = $1", [5.0])) == [(1,)]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("sql", "value", "says"),
+    [
+        ("SELECT 1 FROM student_enrollment WHERE syear = $1", "soon", "not of type"),
+        ("SELECT 1 AS x WHERE 5 = $1", 2024.9, "value 1 of the template is not of"),
+        ("SELECT 1 AS x WHERE $1 IS NULL", None, "cast it in the template"),
+    ],
+)
+def test_a_value_that_does_not_fit_says_what_to_do(
+    sis_loaded: None, sql: str, value: Any, says: str
+) -> None:
+    with source() as src, pytest.raises(QueryError) as info:
+        rows(src, query(sql, [value]))
+    assert says in str(info.value)
+    assert "soon" not in str(info.value) and "2024.9" not in str(info.value)
+
+
+@pytest.mark.integration
 def test_a_value_of_the_wrong_type_says_which_and_what_to_do(sis_loaded: None) -> None:
     with source() as src, pytest.raises(QueryError) as info:
         rows(src, query("SELECT 1 FROM student_enrollment WHERE syear = $1", ["soon"]))
-    assert "value 1 of the template is not a numeric" in str(info.value)
+    assert "value 1 of the template is not of type numeric" in str(info.value)
     assert "soon" not in str(info.value)
 
 
@@ -134,6 +183,13 @@ def test_values_come_as_the_odbc_driver_gives_them(sis_loaded: None) -> None:
         'x'::char(3) AS i, NULL::text AS j"""
     with source() as src:
         [row] = rows(src, query(sql))
+        [odd] = rows(
+            src,
+            query(
+                "SELECT 12.50::money AS a, 1.1::float4 AS b, '::1'::inet AS c, "
+                "'infinity'::date AS d, TIMESTAMPTZ '2024-08-19 03:00+00' AS e"
+            ),
+        )
     assert row == (
         Decimal("12.00"),
         Decimal("1.50"),
@@ -141,11 +197,16 @@ def test_values_come_as_the_odbc_driver_gives_them(sis_loaded: None) -> None:
         2.5,
         dt.date(2024, 9, 3),
         True,
-        "6f1c4c4e-1d2b-4b5e-9b1a-0c9d3e2f1a7b",
+        "6F1C4C4E-1D2B-4B5E-9B1A-0C9D3E2F1A7B",  # as psqlODBC gives a uuid
         '{"k": 1}',
         "x",
         None,
     )
+    # money as a number, a real as it prints, inet by its output function, a
+    # date Python cannot hold as text the rules call invalid, a timestamptz in
+    # the session's zone (UTC here).
+    assert odd[:4] == (Decimal("12.50"), "1.1", "::1", "out of range")
+    assert odd[4] == dt.datetime(2024, 8, 19, 3, tzinfo=dt.UTC)
 
 
 @pytest.mark.integration
@@ -257,7 +318,7 @@ def test_the_query_timeout_stops_a_long_query(sis_loaded: None) -> None:
             ConnectError,
             2,
         ),
-        ("postgresql://postgres@127.0.0.1:99999/sis", ConfigError, 2),
+        ("postgresql://postgres@127.0.0.1/sis?sslmode=bogus", ConnectError, 2),
     ],
 )
 def test_a_connection_failure_is_one_clear_line(
@@ -296,3 +357,54 @@ def test_a_column_the_data_set_lacks_stops_at_once(
     )
     assert done.returncode == 1, done.stderr
     assert "extra" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def encoded_databases(sis_loaded: None) -> Any:
+    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"]
+    made = []
+    for name, encoding in (
+        ("connector_latin1", "LATIN1"),
+        ("connector_ascii", "SQL_ASCII"),
+    ):
+        subprocess.run([*psql, f"DROP DATABASE IF EXISTS {name}"], check=True)
+        subprocess.run(
+            [
+                *psql,
+                f"CREATE DATABASE {name} ENCODING '{encoding}' "
+                "LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+            ],
+            check=True,
+        )
+        made.append(name)
+    yield
+    for name in made:
+        subprocess.run([*psql, f"DROP DATABASE IF EXISTS {name}"], check=True)
+
+
+@pytest.mark.integration
+def test_a_latin1_database_reads_and_a_sql_ascii_one_says_what_to_do(
+    encoded_databases: None,
+) -> None:
+    base = "postgresql://postgres@127.0.0.1:5432/"
+    with open_source(SourceSettings(url=base + "connector_latin1"), None) as src:
+        assert rows(src, query("SELECT 'Zoë Müller'::text AS v")) == [("Zoë Müller",)]
+    with pytest.raises(ConnectError) as info:
+        open_source(SourceSettings(url=base + "connector_ascii"), None)
+    assert info.value.exit_code == 2
+    assert "SQL_ASCII" in str(info.value) and "source.encoding" in str(info.value)
+    with pytest.raises(ConfigError, match="source.encoding is for ODBC"):
+        open_source(SourceSettings(url=URL, encoding="latin-1"), None)
+
+
+@pytest.mark.integration
+def test_an_error_quoting_a_row_value_never_shows_it(sis_loaded: None) -> None:
+    secret = "Alice Secretname"
+    for sql in (
+        f"SELECT '{secret}'::timestamptz AS v",
+        f"SELECT '{secret}'::int[] AS v",
+        f"SELECT '{secret}'::json AS v",
+    ):
+        with source() as src, pytest.raises(QueryError) as info:
+            rows(src, query(sql))
+        assert "Alice" not in str(info.value), str(info.value)
