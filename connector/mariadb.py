@@ -240,6 +240,7 @@ class MariaDbSource(NativeSource):
             raise self._query_error(query, exc) from None
         names = [str(column[0]).lower() for column in description]
         codes = [int(column[1]) for column in description]
+        struct = _rows_type(codes)
 
         def batches() -> Batches:
             from .csvout import ColumnBatch
@@ -267,10 +268,7 @@ class MariaDbSource(NativeSource):
                     raise _unreadable(query, description) from None
                 if not found:
                     return None
-                values = list(zip(*found, strict=True))
-                return _Batch(
-                    [_column(v, c) for v, c in zip(values, codes, strict=True)]
-                )
+                return _Batch(_columns(found, codes, struct))
 
             def finish() -> None:
                 # Reads what the server still sends of an unfinished result; a
@@ -388,21 +386,56 @@ class _Batch:
         )
 
 
+def _arrow_type(code: int) -> Any:
+    """The Arrow type a column of this MariaDB type is read into; None for the
+    types the field rules take as Python values (decimals, times)."""
+    import pyarrow as pa
+
+    if code in _TEXT:
+        return pa.string()
+    if code == _DATE:
+        return pa.date32()
+    if code in _TIMESTAMPS:
+        return pa.timestamp("us")
+    if code in _INTEGERS:
+        return pa.int64()
+    if code in _FLOATS:
+        return pa.float64()
+    return None
+
+
+def _rows_type(codes: Sequence[int]) -> Any:
+    """A struct of the columns' Arrow types, when every column has one: the rows
+    then become Arrow columns in one call, three times as fast as one a column."""
+    import pyarrow as pa
+
+    kinds = [_arrow_type(code) for code in codes]
+    if any(kind is None for kind in kinds):
+        return None
+    return pa.struct([pa.field(f"c{i}", kind) for i, kind in enumerate(kinds)])
+
+
+def _columns(
+    rows: list[tuple[Any, ...]], codes: Sequence[int], struct: Any
+) -> list[Any]:
+    """Fetched rows as the columns connector cleans."""
+    import pyarrow as pa
+
+    if struct is not None:
+        try:
+            columns: list[Any] = pa.array(rows, struct).flatten()
+            return columns
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass  # bytes in a text column (a BLOB): one column at a time
+    values = list(zip(*rows, strict=True))
+    return [_column(v, c) for v, c in zip(values, codes, strict=True)]
+
+
 def _column(values: tuple[Any, ...], code: int) -> Any:
     """One fetched column as connector cleans it."""
     import pyarrow as pa
 
-    kind: Any = None
-    if code in _TEXT:
-        kind = pa.string()
-    elif code == _DATE:
-        kind = pa.date32()
-    elif code in _TIMESTAMPS:
-        kind = pa.timestamp("us")
-    elif code in _INTEGERS:
-        kind = pa.int64()
-    elif code in _FLOATS:
-        kind = pa.float64()
+    kind = _arrow_type(code)
     if code == _TIME:
         return [None if v is None else _clock(v) for v in values]
     if kind is not None:
