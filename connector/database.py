@@ -111,6 +111,12 @@ def _scrub(text: str, secret: str | None) -> str:
     return " ".join(text.split())
 
 
+def _line_ended(sql: str) -> str:
+    """The SQL with a line break at its end: psqlODBC adds its own words after a
+    statement, which a template's last line, a ``--`` comment, would swallow."""
+    return sql if sql.endswith("\n") else sql + "\n"
+
+
 def count_sql(sql: str) -> str:
     """The query wrapped to count its rows (a trailing ``;`` would break it)."""
     body = sql.rstrip().rstrip(";").rstrip()
@@ -546,7 +552,7 @@ class OdbcSource:
 
         try:
             reader = conn.read_arrow_batches(
-                query.sql,
+                _line_ended(query.sql),
                 batch_size=batch_size,
                 parameters=_text_params(query.params),
                 max_bytes_per_batch=BATCH_BYTES,
@@ -578,7 +584,7 @@ class OdbcSource:
 
         cursor = self._conn.cursor()
         try:
-            cursor.execute(query.sql, query.params)
+            cursor.execute(_line_ended(query.sql), query.params)
         except pyodbc.Error as exc:
             cursor.close()
             raise _query_error(query, exc, self._password) from None

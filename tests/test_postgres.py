@@ -408,3 +408,39 @@ def test_an_error_quoting_a_row_value_never_shows_it(sis_loaded: None) -> None:
         with source() as src, pytest.raises(QueryError) as info:
             rows(src, query(sql))
         assert "Alice" not in str(info.value), str(info.value)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "line",
+    [
+        f'odbc = "{ODBC}"',
+        f'url = "{URL}"',
+        'url = "mariadb://root@localhost/sis_opensis?unix_socket=/run/mysqld/mysqld.sock"',
+        'odbc = "DRIVER={MariaDB Unicode};SOCKET=/run/mysqld/mysqld.sock;UID=root;'
+        'CHARSET=utf8mb4;DATABASE=sis_opensis"',
+    ],
+    ids=["psqlodbc", "postgresql", "mariadb", "mariadb-odbc"],
+)
+def test_a_template_ending_in_a_comment_runs(
+    tmp_path: Path, sis_loaded: None, line: str
+) -> None:
+    """No line break after a last-line ``--`` comment: psqlODBC's own words after
+    the statement must not fall into it."""
+    (tmp_path / "students.sql").write_text(
+        "SELECT '1' AS student_id, 'A' AS first_name, 'B' AS last_name, "
+        "NULL AS phone, '1' AS school, NULL AS language, NULL AS alt_phone, "
+        "NULL AS email, NULL AS grade, NULL AS gender -- the last line, unended"
+    )
+    (tmp_path / "connector.toml").write_text(
+        f'[source]\n{line}\n[datasets.students]\ntemplate = "students.sql"\n'
+    )
+    for command in ("extract", "test"):
+        done = subprocess.run(
+            [*connector_command(), command, "-c", "connector.toml"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
