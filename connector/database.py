@@ -54,6 +54,29 @@ class ServerInfo:
     driver_version: str
 
 
+# The hint for a query stopped by source.query_timeout, whatever the way in.
+TIMEOUT_HINT = "the query ran past source.query_timeout; raise it or narrow the query"
+
+
+def log_connected(info: ServerInfo) -> None:
+    log.info(
+        "connected to %s %s through %s %s",
+        info.dbms,
+        info.dbms_version,
+        info.driver,
+        info.driver_version,
+    )
+
+
+def refused_login(where: str, text: str) -> ConnectError:
+    """A login the server refused: exit 3, the server's words, never a password."""
+    return ConnectError(
+        f"{where} refused the login: {text}; check source.user and the "
+        "secret named by source.password_secret",
+        exit_code=3,
+    )
+
+
 class Source(Protocol):
     """An open connection that runs rendered queries."""
 
@@ -160,13 +183,7 @@ class OdbcSource:
         self._set_decoding()
         self._set_query_timeout(settings.query_timeout)
         self._set_time_zone(settings.time_zone)
-        log.info(
-            "connected to %s %s through %s %s",
-            self._info.dbms,
-            self._info.dbms_version,
-            self._info.driver,
-            self._info.driver_version,
-        )
+        log_connected(self._info)
 
     def _driver_name(self) -> str | None:
         """The driver named in the string, else the DSN's; None for no such DSN."""
@@ -240,11 +257,7 @@ class OdbcSource:
         lowered = text.lower()
         refused = ("password", "denied", "authentication failed", "role ")
         if state in _AUTH_STATES or any(word in lowered for word in refused):
-            return ConnectError(
-                f"{where} refused the login: {text}; check source.user and the "
-                "secret named by source.password_secret",
-                exit_code=3,
-            )
+            return refused_login(where, text)
         hint = drivers.connect_hint(text) or (
             "check the server, port and database name in the source settings"
         )
@@ -759,7 +772,7 @@ def _query_error(query: Query, exc: Any, secret: str | None) -> QueryError:
     text = scrub_values(_scrub(str(exc.args[-1] if exc.args else exc), secret))
     hint = drivers.query_hint(text) or "check the template against the database"
     if state in ("HYT00", "HYT01") or "timeout" in text.lower():
-        hint = "the query ran past source.query_timeout; raise it or narrow the query"
+        hint = TIMEOUT_HINT
     return QueryError(f"query from {query.template} failed: {text}; {hint}")
 
 
@@ -808,11 +821,7 @@ class SqlAlchemySource:
             text = _scrub(str(getattr(exc, "orig", exc)), password)
             where = url.render_as_string(hide_password=True)
             if "password" in text.lower() or "denied" in text.lower():
-                raise ConnectError(
-                    f"{where} refused the login: {text}; check source.user and the "
-                    "secret named by source.password_secret",
-                    exit_code=3,
-                ) from None
+                raise refused_login(where, text) from None
             hint = drivers.connect_hint(text) or "check the server and database"
             raise ConnectError(f"cannot connect to {where}: {text}; {hint}") from None
         if url.get_backend_name() == "postgresql":

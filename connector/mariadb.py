@@ -23,10 +23,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .config import SourceSettings
 from .database import (
+    TIMEOUT_HINT,
     Batches,
     ServerInfo,
     _scrub,
     count_sql,
+    log_connected,
+    refused_login,
     scrub_values,
     unreadable,
 )
@@ -171,13 +174,7 @@ class MariaDbSource(NativeSource):
             driver="MariaDB Connector/Python",
             driver_version=mariadb.__version__,
         )
-        log.info(
-            "connected to %s %s through %s %s",
-            self._info.dbms,
-            self._info.dbms_version,
-            self._info.driver,
-            self._info.driver_version,
-        )
+        log_connected(self._info)
 
     def _session(self, settings: SourceSettings) -> None:
         import mariadb
@@ -333,11 +330,7 @@ class MariaDbSource(NativeSource):
         text = self._text(exc)
         number = getattr(exc, "errno", None)
         if number in _REFUSED or "access denied" in text.lower():
-            return ConnectError(
-                f"{where} refused the login: {text}; check source.user and the "
-                "secret named by source.password_secret",
-                exit_code=3,
-            )
+            return refused_login(where, text)
         return ConnectError(
             f"cannot connect to {where}: {text}; check the server, port (or "
             "unix_socket) and database name in source.url"
@@ -345,15 +338,11 @@ class MariaDbSource(NativeSource):
 
     def _query_error(self, query: Query, exc: Exception) -> QueryError:
         if isinstance(exc, QueryError):
-            if str(exc).startswith("query from "):
-                return exc
-            return QueryError(f"query from {query.template}: {exc}")
+            return self.named(query, exc)
         text = self._text(exc)
         hint = "check the template against the database"
         if getattr(exc, "errno", None) in _TIMEOUT or "max_statement_time" in text:
-            hint = (
-                "the query ran past source.query_timeout; raise it or narrow the query"
-            )
+            hint = TIMEOUT_HINT
         return QueryError(f"query from {query.template} failed: {text}; {hint}")
 
 

@@ -51,6 +51,13 @@ class NativeSource:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dbms={self._info.dbms!r})"
 
+    @staticmethod
+    def named(query: Query, error: QueryError) -> QueryError:
+        """``error`` naming the query's template, once."""
+        if str(error).startswith("query from "):
+            return error
+        return QueryError(f"query from {query.template}: {error}")
+
 
 class Prefetcher:
     """Call ``fetch(rows)`` on a second thread, one batch ahead of the reader.

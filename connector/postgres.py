@@ -25,7 +25,16 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from .config import SourceSettings
-from .database import Batches, ServerInfo, _scrub, count_sql, scrub_values
+from .database import (
+    TIMEOUT_HINT,
+    Batches,
+    ServerInfo,
+    _scrub,
+    count_sql,
+    log_connected,
+    refused_login,
+    scrub_values,
+)
 from .errors import ConfigError, ConnectError, QueryError
 from .native import (
     MAX_TEXT_CHARS,
@@ -147,13 +156,7 @@ class PostgresSource(NativeSource):
                 "to the encoding the SIS writes (for example latin-1)",
                 exit_code=2,
             )
-        log.info(
-            "connected to %s %s through %s %s",
-            self._info.dbms,
-            self._info.dbms_version,
-            self._info.driver,
-            self._info.driver_version,
-        )
+        log_connected(self._info)
 
     # -- the Source interface ------------------------------------------------
 
@@ -349,11 +352,7 @@ class PostgresSource(NativeSource):
         lowered = text.lower()
         refused = ("password", "authentication failed", "role ", "pg_hba.conf")
         if any(word in lowered for word in refused):
-            return ConnectError(
-                f"{where} refused the login: {text}; check source.user and the "
-                "secret named by source.password_secret",
-                exit_code=3,
-            )
+            return refused_login(where, text)
         if (
             "invalid uri" in lowered
             or "invalid connection option" in lowered
@@ -371,16 +370,12 @@ class PostgresSource(NativeSource):
 
     def _query_error(self, query: Query, exc: Exception) -> QueryError:
         if isinstance(exc, QueryError):
-            if str(exc).startswith("query from "):
-                return exc
-            return QueryError(f"query from {query.template}: {exc}")
+            return self.named(query, exc)
         text = self._text(exc)
         state = getattr(exc, "sqlstate", None) or ""
         hint = "check the template against the database"
         if state == "57014" or "statement timeout" in text:
-            hint = (
-                "the query ran past source.query_timeout; raise it or narrow the query"
-            )
+            hint = TIMEOUT_HINT
         elif state == "42P18":
             hint = (
                 "the database cannot tell a value's type from where it is used "
