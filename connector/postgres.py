@@ -7,10 +7,11 @@ while the previous batch is written. The template's values are bound as
 parameters of the ``DECLARE``; each takes the type the server infers for its
 placeholder (a date for ``absence_date >= $1``), as a text value would over ODBC.
 
-Every text value passes ``left(value, MAX_TEXT_CHARS + 1)`` on the server, so a
-batch never holds more than that much of one value, and a longer one is an error,
-never a silent cut. A ``FETCH`` asks for as many rows as fit ``BATCH_BYTES`` at
-the size of the rows fetched so far, so memory stays flat whatever the row count.
+A text value longer than ``MAX_TEXT_CHARS`` bytes is cut on the server at one
+character past ``MAX_TEXT_CHARS`` characters, so a batch never holds more than
+that much of one value, and a longer one is an error, never a silent cut. A
+``FETCH`` asks for as many rows as fit ``BATCH_BYTES`` at the size of the rows
+fetched so far, so memory stays flat whatever the row count.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def libpq_uri(settings: SourceSettings, password: str | None) -> str:
         query.append(("connect_timeout", str(settings.login_timeout)))
     if "client_encoding" not in given:
         query.append(("client_encoding", "UTF8"))
-    query.append(("application_name", "connector"))
+    if "application_name" not in given:
+        query.append(("application_name", "connector"))
     # Written out by hand: urlunsplit drops the empty host of postgresql:///db
     # (the local socket), and urlencode's "+" for a space is a "+" to libpq.
     return f"postgresql://{netloc}{parts.path}?{urlencode(query, quote_via=quote)}"
@@ -120,7 +122,10 @@ class PostgresSource(NativeSource):
             )
         self._password = password
         self._settings = settings
-        self._zone = ZoneInfo(settings.time_zone or "UTC")
+        # The schools' zone, where set: timestamptz values are read in it. Values
+        # bound to a timestamptz are taken in the session's zone (UTC without).
+        self._school_zone = ZoneInfo(settings.time_zone) if settings.time_zone else None
+        self._zone = self._school_zone or ZoneInfo("UTC")
         self._cursors = 0
         where = server_name(settings.url or "", "PostgreSQL")
         log.debug("connecting to %s through ADBC's PostgreSQL driver", where)
@@ -165,8 +170,8 @@ class PostgresSource(NativeSource):
         sql = count_sql(query.sql)
         try:
             statement, params = self._prepare(sql, query.params)
-            statement.close()
-            table = self._read_all(sql, params)
+            with contextlib.closing(statement):
+                table = self._result(statement, params)
         except _errors() as exc:
             raise self._query_error(query, exc) from None
         return int(table.column(0)[0].as_py())
@@ -190,7 +195,6 @@ class PostgresSource(NativeSource):
         numeric = [
             i for i, f in enumerate(schema) if _pg_type(f) in ("numeric", "money")
         ]
-        zone = ZoneInfo(self._settings.time_zone) if self._settings.time_zone else None
         self._cursors += 1
         cursor = f"connector_rows_{self._cursors}"
 
@@ -221,7 +225,7 @@ class PostgresSource(NativeSource):
             )
             with contextlib.closing(fetcher):
                 for record in fetcher:
-                    columns = _for_rules(record, numeric, zone)
+                    columns = _for_rules(record, numeric, self._school_zone)
                     before = fetcher.fetched - record.num_rows
                     check_lengths(query, names, columns, before)
                     yield ColumnBatch(record, columns)  # type: ignore[misc]
@@ -283,16 +287,18 @@ class PostgresSource(NativeSource):
             statement.close()
 
     def _read_all(self, sql: str, params: Any = None) -> Any:
+        with contextlib.closing(self._statement(sql)) as statement:
+            return self._result(statement, params)
+
+    @staticmethod
+    def _result(statement: Any, params: Any) -> Any:
+        """Run a statement (prepared or not) and read its whole result."""
         import pyarrow as pa
 
-        statement = self._statement(sql)
-        try:
-            if params is not None:
-                statement.bind(params)
-            handle, _ = statement.execute_query()
-            return pa.RecordBatchReader._import_from_c(handle.address).read_all()
-        finally:
-            statement.close()
+        if params is not None:
+            statement.bind(params)
+        handle, _ = statement.execute_query()
+        return pa.RecordBatchReader._import_from_c(handle.address).read_all()
 
     def _param_batch(self, statement: Any, values: list[Any]) -> Any:
         """The values as one row of the types the server inferred for them."""
