@@ -139,16 +139,16 @@ class MariaDbSource(NativeSource):
 
         self._password = password
         where = server_name(settings.url or "", "MariaDB")
-        self._where = where
         options = connect_options(settings, password)
         log.debug("connecting to %s through MariaDB Connector/Python", where)
         try:
             self._conn: Any = mariadb.connect(**options)
         except mariadb.Error as exc:
             raise self._connect_error(exc, where) from None
+        version = str(self._conn.server_info)
+        is_mariadb = "mariadb" in version.lower()
         try:
-            self._session(settings)
-            version = str(self._conn.server_info)
+            self._session(settings, is_mariadb)
             asked = [
                 k for k in ("ssl", "ssl_ca", "ssl_capath", "ssl_cert") if options.get(k)
             ]
@@ -167,23 +167,21 @@ class MariaDbSource(NativeSource):
                 "TLS on in the server, or remove those settings to connect in clear",
                 exit_code=2,
             )
-        self._mariadb = "mariadb" in version.lower()
         self._info = ServerInfo(
-            dbms="MariaDB" if self._mariadb else "MySQL",
+            dbms="MariaDB" if is_mariadb else "MySQL",
             dbms_version=version,
             driver="MariaDB Connector/Python",
             driver_version=mariadb.__version__,
         )
         log_connected(self._info)
 
-    def _session(self, settings: SourceSettings) -> None:
+    def _session(self, settings: SourceSettings, is_mariadb: bool) -> None:
         import mariadb
 
-        version = str(self._conn.server_info).lower()
         self._execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         if settings.query_timeout:
             seconds = int(settings.query_timeout)
-            if "mariadb" in version:
+            if is_mariadb:
                 self._execute(f"SET SESSION max_statement_time = {seconds}")
             else:
                 self._execute(f"SET SESSION max_execution_time = {seconds * 1000}")
