@@ -21,8 +21,9 @@ from connector.mariadb import MariaDbSource, connect_options
 from connector.native import MAX_TEXT_CHARS
 from connector.templates import Query
 
-from .conftest import IN_CI, connector_command
+from .conftest import IN_CI
 from .sis_expectations import SIS
+from .test_integration import run_connector
 
 try:
     import mariadb
@@ -137,13 +138,7 @@ def test_exports_hold_the_rows_of_the_odbc_driver(
             f'[source]\n{line}\ntime_zone = "America/Chicago"\n'
             f"[params]\n{params}\n{datasets}"
         )
-        done = subprocess.run(
-            [*connector_command(), "extract", "-c", "connector.toml"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_connector("extract", "-c", "connector.toml", cwd=folder)
         assert done.returncode == 0, done.stderr
         reports[kind] = json.loads((folder / "exports" / "run-report.json").read_text())
     for name in ("students", "attendance", "staff"):

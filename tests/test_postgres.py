@@ -17,7 +17,7 @@ from connector.errors import ConfigError, ConnectError, QueryError
 from connector.postgres import MAX_TEXT_CHARS, PostgresSource, libpq_uri
 from connector.templates import Query
 
-from .conftest import connector_command
+from .test_integration import run_connector
 
 URL = "postgresql://postgres@127.0.0.1:5432/sis_rosariosis"
 ODBC = (
@@ -91,13 +91,7 @@ def test_exports_are_byte_for_byte_those_of_the_odbc_driver(
             "[params]\nschool_year = 2024\nstart_date = 2024-08-19\n"
             f"end_date = 2024-10-04\n{datasets}"
         )
-        done = subprocess.run(
-            [*connector_command(), "extract", "-c", "connector.toml"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_connector("extract", "-c", "connector.toml", cwd=folder)
         assert done.returncode == 0, done.stderr
     for name in ("students", "attendance", "staff"):
         ours = (tmp_path / "url" / "exports" / f"{name}.csv").read_bytes()
@@ -348,13 +342,7 @@ def test_a_column_the_data_set_lacks_stops_at_once(
     (tmp_path / "connector.toml").write_text(
         f'[source]\nurl = "{url}"\n[datasets.students]\ntemplate = "students.sql"\n'
     )
-    done = subprocess.run(
-        [*connector_command(), "extract", "-c", "connector.toml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_connector("extract", "-c", "connector.toml", cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     assert "extra" in done.stderr and "Traceback" not in done.stderr
 
@@ -436,11 +424,5 @@ def test_a_template_ending_in_a_comment_runs(
         f'[source]\n{line}\n[datasets.students]\ntemplate = "students.sql"\n'
     )
     for command in ("extract", "test"):
-        done = subprocess.run(
-            [*connector_command(), command, "-c", "connector.toml"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_connector(command, "-c", "connector.toml", cwd=tmp_path)
         assert done.returncode == 0, done.stderr
