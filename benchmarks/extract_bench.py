@@ -31,6 +31,10 @@ export check; the others must have the same number of rows.
         --only connector-extract --datasets attendance   # memory flatness
 
 ``--drop`` drops the attendance tables above 2 million rows afterwards.
+
+Peak RSS counts the libraries' pages mapped from the page cache too, and how many
+depends on its state (README, performance): for figures comparable with the
+README's, drop the cache first (as root: ``sync; echo 1 > /proc/sys/vm/drop_caches``).
 """
 
 from __future__ import annotations
