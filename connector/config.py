@@ -415,6 +415,12 @@ class OutputSettings(_Strict):
     keep_sent: StrictBool = True
 
 
+def _has_credentials(url: str) -> bool:
+    """Whether ``url`` names a user or a password before its host."""
+    authority = url.split("://", 1)[-1].split("/", 1)[0]
+    return "@" in authority
+
+
 class DestinationSettings(_Strict):
     """Where payloads go (``kind``), how they are encrypted, retried and verified."""
 
@@ -424,7 +430,7 @@ class DestinationSettings(_Strict):
     token_secret: str | None = None
     ca_file: Path | None = None
     chunk_size: int = Field(strict=True, default=8 * 1024 * 1024, ge=64 * 1024)
-    proxy: str | None = Field(default=None, pattern=r"^https?://[^@\s]+$")
+    proxy: str | None = None
     # sftp
     host: str | None = None
     port: int = Field(strict=True, default=22, ge=1, le=65535)
@@ -460,6 +466,24 @@ class DestinationSettings(_Strict):
     def _https_only(cls, value: str | None) -> str | None:
         if value is not None and not value.lower().startswith("https://"):
             raise ValueError("must start with https:// (plain http is never used)")
+        return value
+
+    @field_validator("proxy")
+    @classmethod
+    def _plain_proxy(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not re.match(r"(?i)^https?://\S+$", value):
+            raise ValueError(
+                "must be the proxy's http:// or https:// URL, such as "
+                "http://proxy.district.local:3128"
+            )
+        if _has_credentials(value):
+            raise ValueError(
+                "must not carry credentials (user:password@): a password does not "
+                "belong in the config file; have the proxy let this server through "
+                "without a login"
+            )
         return value
 
     @model_validator(mode="after")
@@ -531,6 +555,11 @@ class WebhookSettings(_Strict):
     def _https_only(cls, value: str) -> str:
         if not value.lower().startswith("https://"):
             raise ValueError("must start with https:// (plain http is never used)")
+        if _has_credentials(value):
+            raise ValueError(
+                "must not carry credentials (user:password@); put a token in "
+                "notify.webhook.token_secret"
+            )
         return value
 
 

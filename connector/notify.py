@@ -152,8 +152,10 @@ def post_webhook(job: Job, settings: WebhookSettings, facts: dict[str, Any]) -> 
         )
         headers["Authorization"] = f"Bearer {token}"
     body = redact(json.dumps(facts)).encode("utf-8")
-    # A hook's path often holds its own key: name only the host in messages.
-    where = "https://" + urlsplit(settings.url).netloc
+    # A hook's path often holds its own key: name only the host in messages
+    # (never user:password@, which the config refuses anyway).
+    parts = urlsplit(settings.url)
+    where = f"https://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     try:
         response = httpx.post(
             settings.url,

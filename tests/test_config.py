@@ -106,6 +106,35 @@ def test_password_in_a_url_is_refused(folder: Path, url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        (
+            '[notify.webhook]\nurl = "https://hook:hunter2@hooks.example/x"',
+            "notify.webhook.url: .*must not carry credentials.*token_secret",
+        ),
+        (
+            '[destination]\nproxy = "http://pu:hunter2@proxy.example:3128"',
+            "destination.proxy: .*must not carry credentials.*without a login",
+        ),
+        (
+            '[destination]\nproxy = "socks5://proxy.example:1080"',
+            "destination.proxy: .*http:// or https:// URL",
+        ),
+    ],
+    ids=["webhook", "proxy", "proxy-scheme"],
+)
+def test_credentials_in_a_notice_or_proxy_url_are_refused(
+    folder: Path, table: str, says: str
+) -> None:
+    path = folder / "connector.toml"
+    path.write_text(GOOD + table + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=says) as info:
+        load_job(path)
+    assert "hunter2" not in str(info.value)
+    assert info.value.exit_code == 2 and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("url", "says"),
     [
         ("postgresql://connector@[::1/sis", "does not parse: Invalid IPv6 URL"),
