@@ -17,6 +17,7 @@ security number stops the run whatever the policy.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import logging
@@ -36,7 +37,7 @@ import pyarrow.csv as pacsv
 
 from .columns import RawSsn, clean_array, ssn_candidates, to_array
 from .datasets import Column, DataSet, Kind
-from .errors import ConfigError, ExportError
+from .errors import ConfigError, ExportError, writing
 from .fields import (
     FIXES,
     NOTED_FIXES,
@@ -351,7 +352,8 @@ class ExportWriter:
         self._tmp = Path(tmp)
         self.committed = False
         self._file: IO[bytes] = os.fdopen(fd, "wb")
-        self._file.write(csv_record(dataset.headers))
+        with writing(path):
+            self._file.write(csv_record(dataset.headers))
 
     @property
     def ids(self) -> Mapping[str, int]:
@@ -370,14 +372,16 @@ class ExportWriter:
             self.dataset, order, columns, self.zone, first, self.result.fixes
         )
         self.result.fetched += len(cleaned[0])
-        self._write_columns(first, cleaned, changes, recheck)
+        with writing(self.path):
+            self._write_columns(first, cleaned, changes, recheck)
 
     def write_rows(self, rows: Iterable[tuple[str, ...]]) -> None:
         """Validate and write rows that are already clean (for tests and tools)."""
-        for row in rows:
-            self.result.fetched += 1
-            if self._judge(self.result.fetched, row, ()):
-                self._file.write(csv_record(row))
+        with writing(self.path):
+            for row in rows:
+                self.result.fetched += 1
+                if self._judge(self.result.fetched, row, ()):
+                    self._file.write(csv_record(row))
 
     def _write_columns(
         self,
@@ -579,9 +583,10 @@ class ExportWriter:
                 f"datasets.{self.dataset.name}.max_rejected "
                 f"({self.policy.max_rejected:.0%}){where}. See the run report"
             )
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        with writing(self.path):
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
         digest = hashlib.sha256()
         with self._tmp.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -609,7 +614,9 @@ class ExportWriter:
         )
 
     def discard(self) -> None:
-        if not self._file.closed:
+        """Remove the temporary file; a close that fails again (a full disk
+        cannot take the buffered rest either) does not hide the first error."""
+        with contextlib.suppress(OSError):
             self._file.close()
         self._tmp.unlink(missing_ok=True)
 

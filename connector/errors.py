@@ -25,6 +25,10 @@ one line on stderr and the exit code.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 from .redact import redact
 
 
@@ -122,3 +126,18 @@ class LockedError(ConnectorError):
     """Another run of the same config holds the run lock."""
 
     exit_code = ExitCode.LOCKED
+
+
+@contextlib.contextmanager
+def writing(path: os.PathLike[str] | str) -> Iterator[None]:
+    """An ``OSError`` raised while writing ``path`` names it.
+
+    A failed ``write()``, ``flush()`` or ``fsync()`` (a full disk) names no file,
+    and the one line the command line prints then could not say where.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = os.fspath(path)
+        raise

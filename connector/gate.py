@@ -45,7 +45,7 @@ import pyarrow.csv as pacsv
 
 from .csvout import CSV_OPTIONS, csv_record
 from .datasets import DATASETS, PERIOD_SHAPES, DataSet, attendance
-from .errors import ConnectorError, ExitCode, ExportError
+from .errors import ConnectorError, ExitCode, ExportError, writing
 
 log = logging.getLogger(__name__)
 
@@ -475,7 +475,7 @@ class StateStore:
         fd, name = tempfile.mkstemp(prefix=f".{report.name}.", dir=report.parent)
         tmp = Path(name)
         try:
-            with open(fd, "w", encoding="utf-8", newline="\n") as out:
+            with writing(report), open(fd, "w", encoding="utf-8", newline="\n") as out:
                 out.write("{\n")
                 for field, value in head.items():
                     out.write(f"  {json.dumps(field)}: {json.dumps(value)},\n")

@@ -40,6 +40,7 @@ from .errors import (
     ExitCode,
     HeldError,
     LockedError,
+    writing,
 )
 from .logs import emit
 from .redact import redact
@@ -261,7 +262,9 @@ def run_nightly(
             except BaseException as exc:
                 error = exc
                 _mark_pending(job, date, report)
-                if not isinstance(exc, ConnectorError) and isinstance(exc, Exception):
+                if isinstance(exc, OSError) and exc.filename is not None:
+                    log.error("%s: %s", exc.filename, exc.strerror or exc)
+                elif not isinstance(exc, ConnectorError) and isinstance(exc, Exception):
                     log.error("unexpected %s: %s", type(exc).__name__, redact(str(exc)))
                 raise
             finally:
@@ -349,7 +352,7 @@ def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with writing(path), os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
         os.replace(tmp, path)

@@ -8,6 +8,7 @@ exports as ``run-report.json``, on failure too.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .csvout import ExportResult
+from .errors import writing
 
 if TYPE_CHECKING:
     from .database import ServerInfo
@@ -110,10 +112,15 @@ class RunReport:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / REPORT_NAME
         fd, tmp = tempfile.mkstemp(prefix=f".{REPORT_NAME}.", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.as_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
+        try:
+            with writing(path), os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.as_dict(), f, indent=2)
+                f.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         return path
 
     def table(self) -> str:

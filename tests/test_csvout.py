@@ -1,7 +1,9 @@
 """The writer: strict CSV bytes, row validation, row policies and the tripwire."""
 
 import csv
+import errno
 import io
+import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +13,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from connector import report
+from connector.cli import os_error_line
 from connector.csvout import ExportWriter, RowPolicy, column_order, shape_batch
 from connector.datasets import ATTENDANCE, STAFF, STUDENTS, Column, DataSet, Kind, build
 from connector.errors import ConfigError, ExportError
@@ -111,6 +115,44 @@ def test_a_duplicate_id_names_both_rows(tmp_path: Path) -> None:
         "data set students, row 3 (ID S1), column student_id: repeats the ID of an "
         "earlier row (first in row 1)"
     )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_names_the_export_and_leaves_no_temporary_file(
+    tmp_path: Path,
+) -> None:
+    """/dev/full fails every write with ENOSPC, as a full output folder does."""
+    path = tmp_path / "s.csv"
+    path.write_bytes(b"yesterday")
+    writer = ExportWriter(STUDENTS, path, policy=FAIL)
+    writer._file.close()
+    writer._file = open("/dev/full", "wb")  # noqa: SIM115 - closed by discard()
+    order = column_order(STUDENTS, STUDENTS.selected_names)
+    writer.write_batch(order, [student("S1"), student("S2")])
+    with pytest.raises(OSError) as info:
+        writer.finish()
+    writer.discard()  # the buffered rows fail again: not a second error
+
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    line = os_error_line(info.value, [("output.folder", tmp_path)])
+    assert line.startswith(f"cannot write {path}: no space left on the device")
+    assert "output.folder" in line
+    assert [p.name for p in tmp_path.iterdir()] == ["s.csv"]
+    assert path.read_bytes() == b"yesterday"
+
+
+def test_a_full_disk_names_the_run_report_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(prefix: str = "", dir: str | None = None) -> tuple[int, str]:
+        name = Path(str(dir)) / f"{prefix}full"
+        name.touch()
+        return os.open("/dev/full", os.O_WRONLY), str(name)
+
+    monkeypatch.setattr(report.tempfile, "mkstemp", full)
+    with pytest.raises(OSError) as info:
+        report.RunReport().write(tmp_path)
+    assert info.value.filename == str(tmp_path / report.REPORT_NAME)
     assert list(tmp_path.iterdir()) == []
 
 
