@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -40,11 +39,10 @@ from .errors import (
     ExitCode,
     HeldError,
     LockedError,
-    writing,
 )
 from .logs import emit
 from .redact import redact
-from .report import RunReport
+from .report import RunReport, write_json
 
 log = logging.getLogger(__name__)
 
@@ -350,13 +348,4 @@ def _now() -> str:
 def _write_json(path: Path, data: Any) -> None:
     """Write ``data`` to ``path`` atomically, owner-only."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with writing(path), os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_json(path, data)

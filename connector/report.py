@@ -111,16 +111,7 @@ class RunReport:
         """Write ``run-report.json`` into ``folder`` atomically; returns its path."""
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / REPORT_NAME
-        fd, tmp = tempfile.mkstemp(prefix=f".{REPORT_NAME}.", dir=folder)
-        try:
-            with writing(path), os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.as_dict(), f, indent=2)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_json(path, self.as_dict())
         return path
 
     def table(self) -> str:
@@ -167,3 +158,18 @@ class RunReport:
             ).rstrip()
             for row in lines
         )
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically, owner-only; a failure
+    (a full disk) names ``path`` and leaves no temporary file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with writing(path), os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
