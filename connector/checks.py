@@ -132,7 +132,7 @@ def check_job(
                         if column.kind is not Kind.PHONE and looks_like_ssn(
                             value, column.kind
                         ):
-                            raise ssn_error(dataset, column, number)
+                            raise ssn_error(dataset, column, number, row[0])
                 issues = Counter(
                     f"{column}:{rule}{'' if rule in FIXES else ' (left empty)'}"
                     for _, column, rule in changes

@@ -243,7 +243,8 @@ def shape_columns(
                 values, column, zone, None if counted is None else bulk, ssn=True
             )
         except RawSsn as found:
-            raise ssn_error(dataset, column, first + found.row) from None
+            row_id = cleaned[0][found.row].as_py() if cleaned else None
+            raise ssn_error(dataset, column, first + found.row, row_id) from None
         except TimeZoneNeeded:
             raise ConfigError(
                 f"data set {dataset.name}, column {column.name}: the database "
@@ -294,12 +295,22 @@ def _all_but(count: int, rows: Iterable[int]) -> pa.Array:
     return pa.array(keep)
 
 
-def ssn_error(dataset: DataSet, column: Column, row: int) -> ExportError:
-    """The tripwire's error: the row, never the value (nor an ID that may be it)."""
+def ssn_error(
+    dataset: DataSet, column: Column, row: int, row_id: str | None = None
+) -> ExportError:
+    """The tripwire's error: the row and its ID, never the value.
+
+    The ID is named only where it is another column's and does not itself look
+    like a social security number (an ID column that holds them trips first).
+    """
+    named = ""
+    id_column = dataset.columns[0]
+    if row_id and column is not id_column and not looks_like_ssn(row_id, Kind.ID):
+        named = f" (ID {row_id})"
     return ExportError(
-        f"data set {dataset.name}, row {row}, column {column.name}: a value looks "
-        "like a US social security number; nothing was written or sent. Remove it "
-        "from the source or the template (connector test shows which rows)"
+        f"data set {dataset.name}, row {row}{named}, column {column.name}: a value "
+        "looks like a US social security number; nothing was written or sent. "
+        "Remove it from the source or the template"
     )
 
 
@@ -559,7 +570,7 @@ class ExportWriter:
             if column.kind is Kind.PHONE or not row[i]:
                 continue
             if looks_like_ssn(row[i], column.kind):
-                raise ssn_error(self.dataset, column, number)
+                raise ssn_error(self.dataset, column, number, row[0])
 
     def finish(self) -> ExportResult:
         """Check the rejection share, flush and hash the temporary file.

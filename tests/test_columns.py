@@ -158,10 +158,13 @@ def test_phones_needing_no_fix_count_no_fix(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("odd", "where"),
     [
-        (student("S9", "Ann 123-45-6789"), "row 3, column first_name"),
+        (student("S9", "Ann 123-45-6789"), "row 3 (ID S9), column first_name"),
         # Among phones in common shapes, which are never tested for one.
-        (student("S9", "Ann", "123-45-6789"), "row 3, column phone"),
-        (student("S9", "Ann", "217-555-0140 x123-45-6789"), "row 3, column phone"),
+        (student("S9", "Ann", "123-45-6789"), "row 3 (ID S9), column phone"),
+        (
+            student("S9", "Ann", "217-555-0140 x123-45-6789"),
+            "row 3 (ID S9), column phone",
+        ),
     ],
 )
 def test_a_social_security_number_stops_both_paths_alike(

@@ -267,7 +267,7 @@ def test_a_social_security_number_stops_everything(tmp_path: Path) -> None:
         writer.write_batch(order, [(*student("S7"), "SSN 123-45-6789")])
     writer.discard()
     assert str(info.value).startswith(
-        "data set students, row 1, column note: a value looks like a US "
+        "data set students, row 1 (ID S7), column note: a value looks like a US "
         "social security number"
     )
     assert "123-45" not in str(info.value)
@@ -275,26 +275,29 @@ def test_a_social_security_number_stops_everything(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("row", "column"),
+    ("row", "where"),
     [
-        (student("S1", first="123-45-6789"), "first_name"),  # cleaning drops digits
-        (student("123-45-6789"), "student_id"),  # the ID itself: never printed
-        (student("S1", language="１２３-４５-６７８９"), "language"),
-        (student("S1", phone="123-45-6789"), "phone"),  # not left empty: stopped
+        # cleaning drops the digits from a name: the raw value is tested
+        (student("S1", first="123-45-6789"), "row 2 (ID S1), column first_name"),
+        (student("123-45-6789"), "row 2, column student_id"),  # never printed
+        (
+            student("S1", language="１２３-４５-６７８９"),
+            "row 2 (ID S1), column language",
+        ),
+        # not left empty: stopped
+        (student("S1", phone="123-45-6789"), "row 2 (ID S1), column phone"),
     ],
     ids=["in-a-name", "as-the-id", "full-width", "in-a-phone"],
 )
 def test_the_tripwire_sees_raw_and_cleaned_values(
-    tmp_path: Path, row: tuple[Any, ...], column: str
+    tmp_path: Path, row: tuple[Any, ...], where: str
 ) -> None:
     writer = ExportWriter(STUDENTS, tmp_path / "s.csv", policy=DROP)
     order = column_order(STUDENTS, STUDENTS.selected_names)
     with pytest.raises(ExportError) as info:
         writer.write_batch(order, [student("S0"), row])
     writer.discard()
-    assert str(info.value).startswith(
-        f"data set students, row 2, column {column}: a value looks like"
-    )
+    assert str(info.value).startswith(f"data set students, {where}: a value looks like")
     assert "6789" not in str(info.value)
 
 
