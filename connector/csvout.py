@@ -59,8 +59,8 @@ REJECTIONS = {
     "id_not_ascii": "the ID holds characters outside ASCII; IDs are never "
     "transliterated, as that could make them equal another one",
     "id_not_printable": "the ID holds a tab, line break or other control "
-    "character, or two spaces in a row; IDs are never changed, as that could make "
-    "them equal another one",
+    "character, two spaces in a row or a space before it; IDs are never changed, "
+    "as that could make them equal another one",
     "id_too_long": "the ID is longer than the column allows; IDs are never cut",
     "duplicate_id": "repeats the ID of an earlier row",
     "student_id_clash": "this staff ID equals a student ID",

@@ -171,12 +171,18 @@ def _id(column: Column) -> Cleaner:
         if not isinstance(value, str):
             return _text(value)
         # An ID must never change: "Sé1" must not become another student's
-        # "Se1", nor "S1<tab>" or "S<control>1" become "S1". Only the spaces a
-        # CHAR column pads with are trimmed. Any other change rejects the row,
-        # which is named by its own ID, escaped ("S\xe91"), not by one it
+        # "Se1", nor "S1<tab>", "S<control>1" or " S1" become "S1". Only the
+        # spaces a CHAR column pads with, at the end, are trimmed (the drivers
+        # do not say whether a column is CHAR). Any other change rejects the
+        # row, which is named by its own ID, escaped ("S\xe91"), not by one it
         # might share.
-        trimmed = value.strip(" ")
-        if trimmed.isascii() and trimmed.isprintable() and "  " not in trimmed:
+        trimmed = value.rstrip(" ")
+        if (
+            trimmed.isascii()
+            and trimmed.isprintable()
+            and "  " not in trimmed
+            and not trimmed.startswith(" ")
+        ):
             return trimmed, NO_RULES
         rule = "id_not_printable" if trimmed.isascii() else "id_not_ascii"
         return trimmed.encode("unicode_escape").decode("ascii"), (rule,)

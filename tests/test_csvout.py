@@ -311,6 +311,7 @@ def test_the_tripwire_sees_raw_and_cleaned_values(
         ("S\x011", "S\\x011", "id_not_printable"),
         ("S\r\n1", "S\\r\\n1", "id_not_printable"),
         ("S  1", "S  1", "id_not_printable"),
+        (" S1", " S1", "id_not_printable"),
     ],
     ids=[
         "accent",
@@ -320,6 +321,7 @@ def test_the_tripwire_sees_raw_and_cleaned_values(
         "control",
         "break",
         "two-spaces",
+        "leading-space",
     ],
 )
 def test_an_id_is_never_changed_into_another(
@@ -339,7 +341,7 @@ def test_an_id_is_never_changed_into_another(
 
 
 def test_an_id_loses_only_the_spaces_a_char_column_pads_with(tmp_path: Path) -> None:
-    writer = write(STUDENTS, [student("  S1   "), student("S2")], tmp_path / "s.csv")
+    writer = write(STUDENTS, [student("S1   "), student("S2")], tmp_path / "s.csv")
     assert writer.result.written == 2
     assert list(writer.ids) == ["S1", "S2"]
 
