@@ -773,6 +773,8 @@ def _query_error(query: Query, exc: Any, secret: str | None) -> QueryError:
     hint = drivers.query_hint(text) or "check the template against the database"
     if state in ("HYT00", "HYT01") or "timeout" in text.lower():
         hint = TIMEOUT_HINT
+    elif drivers.lost_connection(str(state), text):
+        hint = drivers.LOST_HINT
     return QueryError(f"query from {query.template} failed: {text}; {hint}")
 
 
@@ -850,11 +852,7 @@ class SqlAlchemySource:
                 stream_results=True, yield_per=batch_size
             ).execute(sa.text(query.sql), query.params)
         except SQLAlchemyError as exc:
-            text = scrub_values(_scrub(str(getattr(exc, "orig", exc)), self._password))
-            raise QueryError(
-                f"query from {query.template} failed: {text}; "
-                "check the template against the database"
-            ) from None
+            raise self._query_error(query, exc) from None
         columns = [str(k).lower() for k in result.keys()]
 
         def batches() -> Batches:
@@ -863,17 +861,19 @@ class SqlAlchemySource:
                 for part in result.partitions(batch_size):
                     yield [tuple(r) for r in part]
             except SQLAlchemyError as exc:
-                text = scrub_values(
-                    _scrub(str(getattr(exc, "orig", exc)), self._password)
-                )
-                raise QueryError(
-                    f"query from {query.template} failed: {text}"
-                ) from None
+                raise self._query_error(query, exc) from None
             finally:
                 with contextlib.suppress(SQLAlchemyError):
                     result.close()
 
         return columns, batches()
+
+    def _query_error(self, query: Query, exc: Exception) -> QueryError:
+        text = scrub_values(_scrub(str(getattr(exc, "orig", exc)), self._password))
+        hint = "check the template against the database"
+        if drivers.lost_connection("", text):
+            hint = drivers.LOST_HINT
+        return QueryError(f"query from {query.template} failed: {text}; {hint}")
 
     def count(self, query: Query) -> int:
         """``COUNT(*)`` over the query, in the same transaction as the fetch."""

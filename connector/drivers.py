@@ -278,6 +278,28 @@ def connect_hint(text: str) -> str | None:
     return None
 
 
+LOST_HINT = (
+    "the connection to the database was lost during the query (the server "
+    "restarted or ended the session, or the network dropped); run again, and if "
+    "it happens again look in the database server's log"
+)
+_LOST = re.compile(
+    r"connection (?:has been |was )?lost|lost connection|server closed the "
+    r"connection|gone away|terminating connection|connection was killed|"
+    r"communication link failure|connection reset|broken pipe|"
+    r"no connection to the server",
+    re.IGNORECASE,
+)
+# SQLSTATE class 08 (connection exception) and PostgreSQL's operator
+# intervention: the session was ended by an administrator or a shutdown.
+_LOST_STATES = ("57P01", "57P02", "57P03")
+
+
+def lost_connection(state: str, text: str) -> bool:
+    """Whether a query failed because its connection went, not because of its SQL."""
+    return state.startswith("08") or state in _LOST_STATES or bool(_LOST.search(text))
+
+
 def query_hint(text: str) -> str | None:
     """The fix for a query failure a driver trap explains, if any."""
     match = _PROGRESS_WIDTH.search(text)

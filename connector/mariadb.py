@@ -33,6 +33,7 @@ from .database import (
     scrub_values,
     unreadable,
 )
+from .drivers import LOST_HINT, lost_connection
 from .errors import ConfigError, ConnectError, QueryError
 from .native import (
     MAX_TEXT_CHARS,
@@ -69,6 +70,8 @@ _NUMBER_OPTIONS = ("connect_timeout", "read_timeout", "write_timeout")
 # Error numbers: the login refused, and the server could not be reached.
 _REFUSED = frozenset({1044, 1045, 1698})
 _TIMEOUT = frozenset({1969, 3024})
+# Server gone away, lost connection, connection killed (KILL from another session).
+_LOST = frozenset({2006, 2013, 1927})
 
 
 def is_mariadb_url(url: str | None) -> bool:
@@ -341,6 +344,8 @@ class MariaDbSource(NativeSource):
         hint = "check the template against the database"
         if getattr(exc, "errno", None) in _TIMEOUT or "max_statement_time" in text:
             hint = TIMEOUT_HINT
+        elif getattr(exc, "errno", None) in _LOST or lost_connection("", text):
+            hint = LOST_HINT
         return QueryError(f"query from {query.template} failed: {text}; {hint}")
 
 

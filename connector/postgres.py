@@ -36,6 +36,7 @@ from .database import (
     refused_login,
     scrub_values,
 )
+from .drivers import LOST_HINT, lost_connection
 from .errors import ConfigError, ConnectError, QueryError
 from .native import (
     MAX_TEXT_CHARS,
@@ -382,6 +383,8 @@ class PostgresSource(NativeSource):
         hint = "check the template against the database"
         if state == "57014" or "statement timeout" in text:
             hint = TIMEOUT_HINT
+        elif lost_connection(state, text):
+            hint = LOST_HINT
         elif state == "42P18":
             hint = (
                 "the database cannot tell a value's type from where it is used "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,90 @@ def test_a_driver_error_never_carries_a_row_value(sis_loaded: None) -> None:
     text = str(info.value)
     assert "invalid input syntax for type integer: <value>" in text
     assert text.count('"') == 0
+
+
+def _end_postgres_session() -> None:
+    # A streamed query shows as FETCH once its cursor is declared.
+    subprocess.run(
+        [
+            *("psql", "-h", "127.0.0.1", "-U", "postgres", "-qAt", "-c"),
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE (query LIKE '%7.25%' OR query LIKE 'FETCH%') "
+            "AND pid <> pg_backend_pid()",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def _end_mariadb_session() -> None:
+    found = subprocess.run(
+        [
+            *("mariadb", "-uroot", "-N", "-e"),
+            "SELECT id FROM information_schema.processlist "
+            "WHERE info LIKE '%7.25%' AND id <> CONNECTION_ID()",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    for session in found:
+        subprocess.run(["mariadb", "-uroot", "-e", f"KILL CONNECTION {session}"])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("settings", "sql"),
+    [
+        ({"odbc": SIS["rosariosis"]["connection"]}, "SELECT pg_sleep(7.25)"),
+        (
+            {"url": "postgresql://postgres@127.0.0.1:5432/sis_rosariosis"},
+            "SELECT pg_sleep(7.25)",
+        ),
+        pytest.param(
+            {"url": "postgresql+psycopg://postgres@127.0.0.1/sis_rosariosis"},
+            "SELECT pg_sleep(7.25)",
+            # psycopg cannot close its server cursor on the dead connection and
+            # says so when the cursor is collected.
+            marks=pytest.mark.filterwarnings(
+                "ignore::pytest.PytestUnraisableExceptionWarning"
+            ),
+        ),
+        ({"odbc": SIS["opensis"]["connection"]}, "SELECT SLEEP(7.25)"),
+        (
+            {
+                "url": "mariadb://root@localhost/sis_opensis?unix_socket=/run/mysqld/mysqld.sock"
+            },
+            "SELECT SLEEP(7.25)",
+        ),
+    ],
+    ids=["psqlodbc", "postgresql-url", "sqlalchemy", "mariadb-odbc", "mariadb-url"],
+)
+def test_a_session_ended_mid_query_says_so_not_check_the_template(
+    sis_loaded: None, settings: dict[str, str], sql: str
+) -> None:
+    from connector.database import open_source
+    from connector.errors import QueryError
+
+    end = _end_mariadb_session if "SLEEP(" in sql else _end_postgres_session
+    settings = {k: v.replace("PWD=;", "") for k, v in settings.items()}
+    timer = threading.Timer(1.5, end)
+    with open_source(SourceSettings(**settings), None) as src:  # type: ignore[arg-type]
+        timer.start()
+        try:
+            with pytest.raises(QueryError) as info:
+                named = settings.get("url", "").startswith("postgresql+")
+                q = Query(
+                    sql=sql, params={} if named else [], template=Path("x.sql.j2")
+                )
+                _, batches = src.stream(q, 10)
+                list(batches)
+        finally:
+            timer.join()
+    text = str(info.value)
+    # What the dead connection left (the error's context holds it) is collected
+    # within this test.
+    del info
+    gc.collect()
+    assert "the connection to the database was lost during the query" in text
+    assert "run again" in text and "check the template" not in text
