@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -61,6 +62,17 @@ def job_params(
     for name, value in (overrides or {}).items():
         params[name] = (
             typed_like(name, value, params[name]) if name in params else value
+        )
+    first, last = params.get("start_date"), params.get("end_date")
+    if isinstance(first, dt.date) and isinstance(last, dt.date) and first > last:
+        where = (
+            "--param"
+            if {"start_date", "end_date"} & set(overrides or {})
+            else (f"[params] in {job.path}")
+        )
+        raise ConfigError(
+            f"{where}: start_date {first} is after end_date {last}, a range that "
+            "selects nothing; swap them"
         )
     return params
 

@@ -473,8 +473,12 @@ def test_connector_test_names_a_missing_destination_folder(
 
 @pytest.mark.parametrize(
     "param",
-    [["--param", "start_date=2026-13-01"], ["--param", "start_date"]],
-    ids=["not-a-date", "no-equals"],
+    [
+        ["--param", "start_date=2026-13-01"],
+        ["--param", "start_date"],
+        ["--param", "start_date=2026-12-01", "--param", "end_date=2026-01-01"],
+    ],
+    ids=["not-a-date", "no-equals", "swapped-dates"],
 )
 def test_a_bad_param_on_run_is_a_usage_error_not_a_crash(
     tmp_path: Path,
