@@ -791,7 +791,7 @@ class Job:
 
 def load_job(path: Path) -> Job:
     """Read, validate and resolve the config file at ``path``."""
-    path = Path(path).expanduser()
+    path = Path(path).expanduser().absolute()
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

@@ -76,6 +76,16 @@ def test_config_errors_name_the_key_and_file(
     assert info.value.exit_code == 2
 
 
+def test_a_config_given_by_a_relative_path_is_named_in_full(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (folder / "connector.toml").write_text(GOOD.replace("template =", "tempalte ="))
+    monkeypatch.chdir(folder)
+    with pytest.raises(ConfigError) as info:
+        load_job(Path("connector.toml"))
+    assert str(info.value).startswith(f"{folder / 'connector.toml'}")
+
+
 def test_password_in_connection_string_is_refused(folder: Path) -> None:
     path = folder / "connector.toml"
     path.write_text(
