@@ -23,7 +23,8 @@ import typer
 from . import __version__
 from .errors import ConfigError, ConnectorError, ExitCode, SecretError
 
-EXIT_CODES = """Exit codes: 0 success; 1 failure; 2 usage or configuration error
+EXIT_CODES = """Exit codes: 0 success; 1 failure (also when every upload was verified
+but the output folder could not take the exports); 2 usage or configuration error
 (config file, template, --param, unknown driver); 3 secret missing or login refused;
 4 receiver unreachable or a source file still being written, try again later (the
 payload is kept); 5 the receiver holds other bytes than were sent; 6 the safety
@@ -190,7 +191,8 @@ def _print_report(report: Any, folder: Path | None = None) -> None:
     if report.exports:
         typer.echo(report.table())
     for r in report.exports:
-        if r.written or r.rejected or r.size:  # size: an empty export, written
+        # size: an empty export, written; a failed run names those still there
+        if (r.written or r.rejected or r.size) and (folder or r.path.is_file()):
             typer.echo(f"{r.dataset}: {r.path} ({r.written} rows, {r.size} bytes)")
         if r.fixes:
             counts = ", ".join(f"{k}={v}" for k, v in sorted(r.fixes.items()))
@@ -386,7 +388,8 @@ def send(
 
     Without FILES: the exports a failed or held `connector run` left pending are
     sent and, once verified, moved into the output folder; if nothing is pending,
-    the exports in the output folder are sent again. The safety gate checks each
+    the exports in the output folder are sent again (not those it kept when a
+    later verified send could not replace them). The safety gate checks each
     export against the last verified send first (exit 6 when it holds).
 
     Example: connector send -c connector.toml --accept-change
@@ -410,6 +413,8 @@ def send(
         report.outcome = "held" if isinstance(exc, HeldError) else "failed"
         report.error = str(exc)
         _write_report(report, folder)
+        for receipt in report.receipts:
+            typer.echo(_receipt_line(receipt))
         raise _fail(exc) from None
     _write_report(report, folder)
     for receipt in report.receipts:
@@ -417,18 +422,25 @@ def send(
 
 
 def _send(job: Any, files: list[Path] | None, report: Any, accept: bool) -> None:
+    from .errors import PublishError
     from .nightly import record_pending_sent
-    from .pipeline import pending_exports, send_pending
+    from .pipeline import check_not_unpublished, pending_exports, send_pending
     from .pipeline import send as run_send
 
     if files:
         run_send(job, [p.resolve() for p in files], report, accept_change=accept)
     elif pending_exports(job):
-        send_pending(job, report, accept_change=accept)
-        # The pending exports were a run's: that business date is now sent.
+        # The pending exports were a run's: once verified, that business date
+        # is sent, even if the output folder cannot then take them.
+        try:
+            send_pending(job, report, accept_change=accept)
+        except PublishError:
+            record_pending_sent(job, report, heartbeat=False)
+            raise
         record_pending_sent(job, report)
     else:
         paths = [job.output_folder / job.export_name(n) for n in job.datasets]
+        check_not_unpublished(job, paths)
         run_send(job, paths, report, accept_change=accept)
 
 
@@ -472,9 +484,12 @@ def run(
     template; the safety gate compares each export with the last verified send
     and holds an empty one or one that lost too many rows (exit 6; the exports
     stay pending, see DATASET-changes.json in the output folder). The output
-    folder is updated only after every upload is verified. Stdout gets the run
-    report's table and a summary line; the logs go to stderr, to connector.log
-    and events.jsonl in the log folder, and a good run writes the heartbeat file.
+    folder is updated only after every upload is verified and recorded as sent;
+    if it cannot take the exports then (a file read-only or held open), it keeps
+    the previous ones and the run exits 1, saying that the send is done and
+    naming the file. Stdout gets the run report's table and a summary line; the
+    logs go to stderr, to connector.log and events.jsonl in the log folder, and
+    a good run writes the heartbeat file.
 
     A data set read from a file (file_source) is sent only when the file is
     there, has stopped changing, is not older than max_age and is not the very
@@ -506,6 +521,8 @@ def run(
     if outcome.failure is not None:
         if report.exports:
             _print_report(report)
+        for receipt in report.receipts:
+            typer.echo(_receipt_line(receipt))
         typer.echo(outcome.summary())
         raise _fail(outcome.failure)
     _print_report(report, job.output_folder)

@@ -9,6 +9,9 @@ The tree::
     ├── ConnectError               exit 3 for refused logins, 1 otherwise
     ├── QueryError                 exit 1: the database refused or broke a query
     ├── ExportError                exit 1: a row or file could not be written
+    │   └── PublishError           exit 1: every upload was verified (and is recorded
+    │                              as sent), but the output folder could not take
+    │                              the exports
     ├── SourceFileError            exit 1 (4 while it is being written): a source
     │                              file is missing, unreadable, old or changing
     ├── PackageError               exit 1: compressing or encrypting failed
@@ -87,6 +90,11 @@ class QueryError(ConnectorError):
 
 class ExportError(ConnectorError):
     """A row could not be turned into a valid CSV record, or the file not written."""
+
+
+class PublishError(ExportError):
+    """Every upload was verified, then the exports could not be put into the
+    output folder: the send itself is done and must be recorded as such."""
 
 
 class SourceFileError(ConnectorError):

@@ -13,7 +13,9 @@
 3. check that every secret the config names can be found (exit 3), before any
    connection;
 4. ``pipeline.run``: extract, gate, send and verify, publish;
-5. record the business date and write the heartbeat file after a verified send;
+5. record the business date after a verified send, even when the output folder
+   could not then take the exports (``PublishError``: exit 1, nothing left
+   pending); write the heartbeat file after a good run;
 6. write the run's events and notify of a failure or a held send when configured.
 """
 
@@ -39,6 +41,7 @@ from .errors import (
     ExitCode,
     HeldError,
     LockedError,
+    PublishError,
 )
 from .logs import emit
 from .redact import redact
@@ -130,15 +133,19 @@ def record_sent(job: Job, date: dt.date, report: RunReport) -> None:
     _write_json(job.state_folder / SENT_NAME, kept)
 
 
-def record_pending_sent(job: Job, report: RunReport) -> dt.date | None:
-    """After ``connector send`` of what a run left pending: record its date."""
+def record_pending_sent(
+    job: Job, report: RunReport, *, heartbeat: bool = True
+) -> dt.date | None:
+    """After ``connector send`` of what a run left pending: record its date (and
+    write the heartbeat, unless the send did not end well)."""
     marker = job.state_folder / PENDING_DATE_NAME
     try:
         date = dt.date.fromisoformat(json.loads(marker.read_text())["business_date"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     record_sent(job, date, report)
-    write_heartbeat(job, date, report)
+    if heartbeat:
+        write_heartbeat(job, date, report)
     marker.unlink(missing_ok=True)
     return date
 
@@ -246,17 +253,23 @@ def run_nightly(
             try:
                 _check_not_sent(job, date, force)
                 require_secrets(job)
-                run_pipeline(
-                    job,
-                    params=params,
-                    report=report,
-                    accept_change=accept_change,
-                    force=force,
-                    wait=wait,
-                )
+                unpublished: PublishError | None = None
+                try:
+                    run_pipeline(
+                        job,
+                        params=params,
+                        report=report,
+                        accept_change=accept_change,
+                        force=force,
+                        wait=wait,
+                    )
+                except PublishError as exc:  # sent and verified all the same
+                    unpublished = exc
                 record_sent(job, date, report)
-                write_heartbeat(job, date, report)
                 (job.state_folder / PENDING_DATE_NAME).unlink(missing_ok=True)
+                if unpublished is not None:
+                    raise unpublished
+                write_heartbeat(job, date, report)
             except BaseException as exc:
                 error = exc
                 _mark_pending(job, date, report)

@@ -4,7 +4,9 @@
 file and all are renamed into place only when every query has succeeded. ``run``
 extracts into the pending folder, sends, and moves the exports into the output
 folder only once every upload is verified, so the output folder always holds the
-last exports the receiver confirmed.
+last exports the receiver confirmed, or, when it cannot take them all (a file
+made read-only or held open), every one it held before: the send is done all the
+same (``PublishError``).
 """
 
 from __future__ import annotations
@@ -12,19 +14,26 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Job
 from .csvout import ExportResult, ExportWriter, check_export, column_order
 from .database import Batches, Source, open_source, param_style
-from .errors import ConfigError, ConnectorError, ExportError, HeldError
+from .errors import (
+    ConfigError,
+    ConnectorError,
+    ExportError,
+    HeldError,
+    PublishError,
+)
 from .logs import emit
 from .redact import redact
 from .report import RunReport
@@ -39,6 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# In the state folder: exports a verified send could not replace, see _publish.
+UNPUBLISHED_NAME = "unpublished.json"
 # Data sets whose empty result means something broke, never "nobody today".
 _MUST_HAVE_ROWS = ("students", "staff")
 
@@ -194,36 +205,12 @@ def extract(
 
 
 def _commit_all(writers: list[ExportWriter]) -> list[ExportResult]:
-    """Move every export into place, or none.
-
-    Each earlier export is kept under a second name (a hard link, else a copy)
-    while the new one replaces it, and put back if a later one cannot be
-    replaced (made read-only, or held open by another program on Windows): the
-    folder never mixes tonight's exports with yesterday's, and each name always
-    holds a whole file.
-    """
-    moved: list[tuple[ExportWriter, Path | None]] = []
-    try:
-        for writer in writers:
-            path = writer.path
-            kept: Path | None = None
-            if path.exists():
-                kept = path.with_name(f".{path.name}.{os.getpid()}.old")
-                kept.unlink(missing_ok=True)
-                try:
-                    os.link(path, kept)
-                except OSError:
-                    shutil.copy2(path, kept)
-            moved.append((writer, kept))
-            writer.commit(announce=False)
-    except OSError as exc:
-        for done, kept in reversed(moved):
-            if done.committed and kept is not None:
-                os.replace(kept, done.path)
-            elif done.committed:  # nothing was there before it
-                done.path.unlink(missing_ok=True)
-            elif kept is not None:  # its name still holds the earlier file
-                kept.unlink(missing_ok=True)
+    """Move every export into place, or none (see ``_replace_all``)."""
+    failed = _replace_all(
+        [(w.path, functools.partial(w.commit, announce=False)) for w in writers]
+    )
+    if failed is not None:
+        path, exc = failed
         for writer in writers:
             writer.discard()
         raise ExportError(
@@ -231,12 +218,50 @@ def _commit_all(writers: list[ExportWriter]) -> list[ExportResult]:
             "changed. Close any program holding it open, check that this "
             f"account may write it and {path.parent}, and run again"
         ) from exc
-    for writer, kept in moved:
+    for writer in writers:
         writer.announce()
+    return [writer.result for writer in writers]
+
+
+def _replace_all(
+    moves: list[tuple[Path, Callable[[], object]]],
+) -> tuple[Path, OSError] | None:
+    """Make each move (which puts a new file at its path): all of them, or none.
+
+    Each earlier file is kept under a second name (a hard link, else a copy)
+    while the new one replaces it, and put back if a later one cannot be
+    replaced (made read-only or immutable, a folder in its place, or held open
+    by another program on Windows): the folder never mixes tonight's exports
+    with yesterday's, and each name always holds a whole file. Returns the path
+    that could not be replaced and why, once the earlier files are back.
+    """
+    done: list[tuple[Path, Path | None]] = []
+    for path, move in moves:
+        kept: Path | None = None
+        try:
+            if path.exists():
+                kept = path.with_name(f".{path.name}.{os.getpid()}.old")
+                kept.unlink(missing_ok=True)
+                try:
+                    os.link(path, kept)
+                except OSError:
+                    shutil.copy2(path, kept)
+            move()
+        except OSError as exc:
+            if kept is not None:  # its name still holds the earlier file
+                kept.unlink(missing_ok=True)
+            for earlier, old in reversed(done):
+                if old is not None:
+                    os.replace(old, earlier)
+                else:  # nothing was there before it
+                    earlier.unlink(missing_ok=True)
+            return path, exc
+        done.append((path, kept))
+    for _, kept in done:
         if kept is not None:
             with contextlib.suppress(OSError):
                 kept.unlink()
-    return [writer.result for writer in writers]
+    return None
 
 
 def _drop_superseded(job: Job, results: list[ExportResult]) -> None:
@@ -583,7 +608,7 @@ def send_pending(
         )
     send(job, exports, report, accept_change=accept_change)
     _record_sources(job, report.run_id)
-    _publish(job, exports)
+    _publish(job, exports, report)
     return report
 
 
@@ -683,32 +708,107 @@ def _run(
         ) from exc
 
     _record_sources(job, report.run_id)
-    published = _publish(job, [r.path for r in results])
+    published = _publish(job, [r.path for r in results], report)
     for result, path in zip(results, published, strict=True):
         result.path = path
     report.outcome = "sent"
 
 
-def _publish(job: Job, exports: list[Path]) -> list[Path]:
-    """Move verified exports from the pending folder into the output folder.
+def _publish(job: Job, exports: list[Path], report: RunReport) -> list[Path]:
+    """Put verified exports from the pending folder into the output folder: all
+    of them, or none (``_replace_all``).
 
     With ``[output] keep_sent = false`` the plaintext exports are deleted instead,
-    and the output folder keeps only the reports.
+    and the output folder keeps only the reports. Either way the exports leave
+    the pending folder, as they were sent: when the output folder cannot take
+    them, ``PublishError`` says that the send itself is done.
     """
     output = job.output_folder
-    output.mkdir(parents=True, exist_ok=True)
-    published = []
+    keep = job.settings.output.keep_sent
+    finals = [output / path.name for path in exports]
+    failed = _replace_all(
+        [
+            (
+                final,
+                functools.partial(_put, path, final)
+                if keep
+                else functools.partial(final.unlink, missing_ok=True),
+            )
+            for path, final in zip(exports, finals, strict=True)
+        ]
+    )
     for path in exports:
-        final = output / path.name
-        if not job.settings.output.keep_sent:
-            path.unlink()
-            final.unlink(missing_ok=True)
-            published.append(final)
-            continue
-        staging = final.with_name(f".{final.name}.publish")
-        shutil.copyfile(path, staging)
+        path.unlink(missing_ok=True)
+    marker = job.state_folder / UNPUBLISHED_NAME
+    if failed is None:
+        marker.unlink(missing_ok=True)
+        return finals
+    _note_unpublished(marker, finals, report.run_id)
+    path, exc = failed
+    count = len(report.receipts)
+    uploads = f"{count} upload{'s were' if count != 1 else ' was'}"
+    verb, done, then = (
+        (
+            "replace",
+            "changed (it keeps those of the previous send)",
+            "puts its exports there",
+        )
+        if keep
+        else ("remove", "removed", "removes them")
+    )
+    raise PublishError(
+        f"the send is done: {uploads} delivered and verified, and recorded as "
+        f"sent; only the output folder could not be updated: cannot {verb} {path} "
+        f"({exc.strerror or exc}), so no export in {output} was {done}. Nothing "
+        f"needs to be sent again: close any program holding {path.name} open and "
+        f"check that this account may write it and {output}; the next run {then}"
+    ) from exc
+
+
+def _note_unpublished(marker: Path, finals: list[Path], run_id: str) -> None:
+    """Note the exports the output folder kept, each as it is now: older than
+    those sent, ``connector send`` must not send them again as they are."""
+    kept = {}
+    for path in finals:
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            if path.is_file():
+                kept[path.name] = [stat.st_ino, stat.st_mtime_ns, stat.st_size]
+    with contextlib.suppress(OSError):
+        marker.write_text(json.dumps({"run_id": run_id, "kept": kept}) + "\n")
+
+
+def check_not_unpublished(job: Job, exports: Iterable[Path]) -> None:
+    """Refuse exports the output folder kept when a later verified send could
+    not replace them (``_publish``): sending them would undo that send."""
+    try:
+        noted = json.loads((job.state_folder / UNPUBLISHED_NAME).read_text())
+        kept, run_id = dict(noted["kept"]), str(noted["run_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    old = []
+    for path in exports:
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            if kept.get(path.name) == [stat.st_ino, stat.st_mtime_ns, stat.st_size]:
+                old.append(path)
+    if old:
+        raise ExportError(
+            f"{', '.join(str(p) for p in old)}: older than the last verified send "
+            f"(run {run_id} sent newer exports but could not put them there); "
+            "nothing was sent. The next `connector run` writes new ones; name "
+            "the files to send these anyway"
+        )
+
+
+def _put(source: Path, final: Path) -> None:
+    """Copy ``source`` over ``final`` by way of a file beside it (never left)."""
+    staging = final.with_name(f".{final.name}.publish")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, staging)
         staging.chmod(0o600)  # student records: the owner only
         os.replace(staging, final)
-        path.unlink()
-        published.append(final)
-    return published
+    finally:
+        with contextlib.suppress(OSError):
+            staging.unlink(missing_ok=True)

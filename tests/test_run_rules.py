@@ -24,7 +24,11 @@ from connector.pipeline import extract, run
 from connector.receiver import Receiver
 
 from .conftest import TOKEN, connector_command
-from .test_pipeline import district, make_job  # noqa: F401 - district is a fixture
+from .test_pipeline import (  # noqa: F401 - district is a fixture
+    district,
+    make_job,
+    snapshot,
+)
 
 
 @pytest.fixture
@@ -421,3 +425,157 @@ def test_a_text_in_another_encoding_is_named_never_shown(
         assert "set source.encoding" in line
     report = (job.output_folder / "run-report.json").read_text()
     assert "Jos" not in report
+
+
+def verified_uploads(job: Any) -> int:
+    """The verified uploads in the attempt log (payloads and manifests)."""
+    if not job.upload_log.exists():
+        return 0
+    lines = job.upload_log.read_text(encoding="utf-8").splitlines()
+    return sum(json.loads(line).get("outcome") == "verified" for line in lines)
+
+
+@contextlib.contextmanager
+def unreplaceable(path: Path, how: str) -> Iterator[None]:
+    """``path`` made a file this process cannot replace, even as root."""
+    if how == "a folder in its place":
+        path.unlink()
+        (path / "inside").mkdir(parents=True)
+        try:
+            yield
+        finally:
+            shutil.rmtree(path)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        pytest.skip("chattr is not installed")
+    if subprocess.run([chattr, "+i", str(path)], capture_output=True).returncode:
+        pytest.skip(f"chattr +i is refused here (file system or privileges): {path}")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "how"),
+    [
+        ("staff.csv", "a folder in its place"),
+        ("staff.csv", "immutable"),
+        ("students.csv", "immutable"),
+    ],
+)
+def test_a_sent_export_that_cannot_be_published_is_still_recorded_as_sent(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,
+    name: str,
+    how: str,
+) -> None:
+    """Every upload verified, then an export cannot be put into the output
+    folder: the send is recorded (date, nothing pending, report), the run says
+    so in one line and exits 1, and the output folder keeps the last night whole."""
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file)
+    config = str(job.path)
+    assert connector("run", "-c", config).returncode == 0
+    first = json.loads((job.output_folder / "run-report.json").read_text())
+    uploads = verified_uploads(job)
+    target = job.output_folder / name
+
+    with unreplaceable(target, how):
+        yesterday = snapshot(job.output_folder)
+        before = sorted(p.name for p in job.output_folder.iterdir())
+
+        result = connector("run", "-c", config, "--force")
+
+        assert result.returncode == ExitCode.FAILURE, result.stderr
+        [error] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+        assert "3 uploads were delivered and verified" in error, error
+        assert f"cannot replace {target}" in error, error
+        assert "keeps those of the previous send" in error, error
+        assert "Nothing needs to be sent again" in error, error
+        report = json.loads((job.output_folder / "run-report.json").read_text())
+        assert report["run_id"] != first["run_id"]
+        assert report["outcome"] == "failed" and report["error"] in error
+        assert len(report["uploads"]) == 3
+        summary = result.stdout.splitlines()[-1]
+        assert summary.startswith(f"run {report['run_id']}: failed (exit 1); ")
+        assert "3 uploads verified" in summary
+        assert "data set  " in result.stdout
+        assert sum(x.startswith("sent ") for x in result.stdout.splitlines()) == 3
+        # Last night's exports, whole, and no file left behind.
+        assert sorted(p.name for p in job.output_folder.iterdir()) == before
+        assert snapshot(job.output_folder) == yesterday
+        # The send is recorded: the date, nothing pending, the gate's baselines.
+        dates = json.loads((job.state_folder / "sent-dates.json").read_text())
+        assert [d["run_id"] for d in dates.values()] == [report["run_id"]]
+        assert sorted(p.name for p in job.pending_folder.iterdir()) == []
+        assert not (job.state_folder / "pending-date.json").exists()
+        with contextlib.closing(sqlite3.connect(job.state_store)) as store:
+            baselines = store.execute("SELECT run_id FROM baseline").fetchall()
+        assert baselines == [(report["run_id"],)] * 3
+        sent = verified_uploads(job)
+        assert sent == 2 * uploads
+
+        again = connector("run", "-c", config)
+        assert again.returncode == ExitCode.ALREADY_DONE, again.stderr
+        # Nothing pending: send turns to the output folder, whose exports are
+        # older than those sent, and refuses them.
+        resend = connector("send", "-c", config)
+        assert resend.returncode == ExitCode.FAILURE, resend.stderr
+        [error] = [x for x in resend.stderr.splitlines() if x.startswith("error:")]
+        assert "older than the last verified send" in error, error
+        assert f"run {report['run_id']} sent newer exports" in error, error
+        assert verified_uploads(job) == sent
+
+    fixed = connector("run", "-c", config, "--force")
+    assert fixed.returncode == 0, fixed.stderr
+    assert (job.output_folder / name).is_file()
+    assert sorted(p.name for p in job.pending_folder.iterdir()) == []
+    resend = connector("send", "-c", config)
+    assert resend.returncode == 0, resend.stderr
+
+
+def test_a_held_send_that_cannot_be_published_is_still_that_days_send(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,
+) -> None:
+    """`connector send` of what a held run left pending, verified, then the
+    output folder cannot take it: the date is sent and nothing stays pending."""
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file)
+    config = str(job.path)
+    assert connector("run", "-c", config).returncode == 0
+    heartbeat = (job.state_folder / "heartbeat.json").read_bytes()
+    template = tmp_path / "queries" / "staff.sql.j2"
+    template.write_text("SELECT * FROM (" + template.read_text() + ") WHERE 1 = 0")
+    held = connector("run", "-c", config, "--force")
+    assert held.returncode == ExitCode.HELD, held.stderr
+    assert (job.state_folder / "pending-date.json").exists()
+    uploads = verified_uploads(job)
+
+    with unreplaceable(job.output_folder / "students.csv", "a folder in its place"):
+        before = sorted(p.name for p in job.output_folder.iterdir())
+        sent = connector("send", "-c", config, "--accept-change")
+
+        assert sent.returncode == ExitCode.FAILURE, sent.stderr
+        [error] = [x for x in sent.stderr.splitlines() if x.startswith("error:")]
+        assert error.startswith("error: the send is done: 3 uploads were"), error
+        assert sum(x.startswith("sent ") for x in sent.stdout.splitlines()) == 3
+        assert sorted(p.name for p in job.output_folder.iterdir()) == before
+        assert sorted(p.name for p in job.pending_folder.iterdir()) == []
+        assert not (job.state_folder / "pending-date.json").exists()
+        report = json.loads((job.output_folder / "run-report.json").read_text())
+        assert (report["command"], report["outcome"]) == ("send", "failed")
+        dates = json.loads((job.state_folder / "sent-dates.json").read_text())
+        assert [d["run_id"] for d in dates.values()] == [report["run_id"]]
+        # Exit 1 is no good run: the heartbeat still names the first.
+        assert (job.state_folder / "heartbeat.json").read_bytes() == heartbeat
+        assert verified_uploads(job) > uploads
+        uploads = verified_uploads(job)
+
+        assert connector("run", "-c", config).returncode == ExitCode.ALREADY_DONE
+        assert connector("send", "-c", config).returncode == ExitCode.FAILURE
+        assert verified_uploads(job) == uploads
