@@ -552,7 +552,8 @@ def secrets_set(
     ] = False,
 ) -> None:
     """Store a secret: in the OS keyring when it is a real store, else in the
-    config's [secrets] folder as an owner-only (0600) file.
+    config's [secrets] folder as an owner-only (0600) file; with neither, it
+    stops with exit 2.
 
     The value is typed at a hidden prompt (twice), or read from standard input
     with --from-stdin. Without a terminal and without --from-stdin nothing is
@@ -587,7 +588,7 @@ def secrets_set(
         for setting, named in named_secrets(job):
             if named == name:
                 check_value(setting, name, value)
-        where = store_secret(name, value, folder=job.secrets_folder)
+        where = store_secret(name, value, folder=job.secrets_folder, config=job.path)
     except ConnectorError as exc:
         raise _fail(exc) from None
     typer.echo(f"{name}: stored in {where}")
@@ -690,9 +691,12 @@ def init(
 ) -> None:
     """Write a commented connector.toml and a query pack's templates beside it.
 
-    With --sis, writes the pack's settings (edit the server, then run connector
-    test). Without it, in a terminal, asks for the database kind, SIS, server,
-    database and login. Never replaces an existing file unless --force.
+    With --sis, writes the pack's settings (edit the server, store the secrets,
+    then run connector test). Without --sis, in a terminal, asks for the
+    database kind, SIS, server, database and login. Either way it makes the
+    secrets folder beside the config, owner-only (0700), where connector secrets
+    set keeps a secret when there is no OS keyring. Never replaces an existing
+    file unless --force.
 
     Example: connector init --sis rosariosis --folder /etc/connector
     """
@@ -724,13 +728,15 @@ def init(
         raise _fail(exc) from None
     for path in done.files:
         typer.echo(str(path))
-    secret = (
-        f", store the database password as the secret {setup.PASSWORD_SECRET!r}"
-        if done.needs_password
-        else ""
+    names = [setup.PASSWORD_SECRET] if done.needs_password else []
+    stores = "; ".join(
+        f"connector secrets set {name} -c {done.config}"
+        for name in [*names, setup.TOKEN_SECRET]
     )
+    what = "the database password and the upload token" if names else "the upload token"
     typer.echo(
-        f"next: edit {done.config} (server, destination){secret}, then "
+        f"next: edit {done.config} (server, destination), store {what} "
+        f"(OS keyring, else the secrets folder): {stores}, then "
         f"connector test -c {done.config}",
         err=True,
     )

@@ -22,6 +22,7 @@ from typing import Any
 from .database import odbc_quote
 from .datasets import DATASETS
 from .errors import ConfigError
+from .secrets import SECRETS_FOLDER, make_secrets_folder
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ DATABASE_KINDS: dict[str, DatabaseKind] = {
 }
 
 PASSWORD_SECRET = "sis-db"
+TOKEN_SECRET = "upload-token"
 EXAMPLE_SERVER = "sis-db.district.local"
 
 
@@ -248,12 +250,18 @@ def render_config(pack: Pack, answers: Answers) -> str:
         "# Ask the service for its upload URL, token and OpenPGP public key.",
         'kind = "https"                 # or "tus", "sftp", "folder" (README)',
         f"url = {_toml(answers.upload_url)}",
-        'token_secret = "upload-token"',
+        f"token_secret = {_toml(TOKEN_SECRET)}",
         'recipient_cert = "receiver-public.asc"',
         '# recipient_fingerprint = "..."  # pins the key: strongly advised',
         "",
         "[state]",
         'folder = "state"               # spool, pending exports, upload log, gate',
+        "",
+        "[secrets]",
+        "# `connector secrets set NAME` stores a secret in the OS keyring; where",
+        "# there is none (a server without a desktop session), as an owner-only",
+        "# file in this folder (mode 0700), which is looked in first.",
+        f"folder = {_toml(SECRETS_FOLDER)}",
         "",
     ]
     return "\n".join(lines)
@@ -262,7 +270,8 @@ def render_config(pack: Pack, answers: Answers) -> str:
 def write_setup(
     pack: Pack, folder: Path, answers: Answers | None = None, *, force: bool = False
 ) -> Setup:
-    """Write ``connector.toml`` and the pack's templates and README into ``folder``.
+    """Write ``connector.toml`` and the pack's templates and README into ``folder``,
+    and make its secrets folder there (mode 0700) unless it exists.
 
     Raises ``ConfigError`` naming the first file that exists already, before
     writing anything, unless ``force``.
@@ -274,12 +283,18 @@ def write_setup(
             "connector.toml and the templates should go in"
         )
     config = folder / "connector.toml"
+    secrets = folder / SECRETS_FOLDER
     copies = [(pack.template(name), folder / f"{name}.sql.j2") for name in DATASETS]
     copies.append((pack.folder / "README.md", folder / f"README-{pack.name}.md"))
     targets = [config, *(target for _, target in copies)]
     for source, _ in copies:
         if not source.is_file():
             raise ConfigError(f"query pack {pack.name} is incomplete: no {source}")
+    if secrets.exists() and not secrets.is_dir():
+        raise ConfigError(
+            f"{secrets} is a file; the config's [secrets] folder goes there: move "
+            "the file; nothing was written"
+        )
     if not force:
         for target in targets:
             if target.exists():
@@ -297,6 +312,8 @@ def write_setup(
         config.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write into {folder}: {exc}") from exc
+    if make_secrets_folder(secrets):
+        targets.append(secrets)
     needs_password = not answers.integrated and not answers.odbc
     return Setup(config=config, files=targets, needs_password=needs_password)
 

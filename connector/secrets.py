@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEYRING_SERVICE = "connector"
+SECRETS_FOLDER = "secrets"  # what connector init writes as [secrets] folder
 _INSECURE_BACKENDS = ("fail", "null", "chainer", "plaintext", "alt")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _warned: set[str] = set()
@@ -205,12 +206,15 @@ def platform_fix(name: str, folder: Path | None, config: Path | None) -> str:
     )
 
 
-def store_secret(name: str, value: str, *, folder: Path | None) -> str:
+def store_secret(
+    name: str, value: str, *, folder: Path | None, config: Path | None = None
+) -> str:
     """Store ``value`` as the secret ``name``; returns where it went.
 
     Into the OS keyring when its backend is a real store, else into ``folder`` as
     an owner-only file. A file already in ``folder`` is replaced there, since the
-    lookup reads the folder first.
+    lookup reads the folder first. With neither a keyring nor a folder it is a
+    ``ConfigError`` (exit 2) saying to set ``[secrets] folder`` in ``config``.
     """
     check_name(name)
     if not value:
@@ -231,12 +235,35 @@ def store_secret(name: str, value: str, *, folder: Path | None) -> str:
             ) from None
         return f"OS keyring service {KEYRING_SERVICE!r} ({type(backend).__name__})"
     if folder is None:
-        raise SecretError(
+        # The config lacks a setting: a configuration error, not a missing secret.
+        raise ConfigError(
             f"cannot store {name!r}: this session has no usable OS keyring (the "
-            f"backend is {_backend_name()}) and the config has no [secrets] folder; "
-            'set [secrets] folder = "..." in the config and run again'
+            f"backend is {_backend_name()}, as on a server without a desktop "
+            f"session) and {config or 'the config'} has no [secrets] folder to keep "
+            f'it in; add the lines `[secrets]` and `folder = "{SECRETS_FOLDER}"` '
+            "to it (a folder beside the config, only for the account the job runs "
+            "as) and run this again; nothing was stored"
         )
     return _write_secret_file(folder, name, value)
+
+
+def make_secrets_folder(folder: Path) -> bool:
+    """Create ``folder`` owner-only (0700) unless it is there; ``True`` if made.
+
+    Only the last folder is made: a missing parent is more likely a wrong path.
+    """
+    if folder.is_dir():
+        return False
+    try:
+        folder.mkdir(mode=0o700)
+        os.chmod(folder, 0o700)  # whatever the umask
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the secrets folder {folder}: "
+            f"{exc.strerror or type(exc).__name__}; it must be a folder, and its "
+            "parent must exist and be writable by this account"
+        ) from None
+    return True
 
 
 def delete_secret(name: str, *, folder: Path | None) -> list[str]:

@@ -27,6 +27,8 @@ from connector.receiver import Receiver
 from .conftest import TOKEN, Keys, connector_command
 from .sis_expectations import ABSENT_ROWS, KNOWN_ROWS, SIS
 from .test_integration import count, run_connector
+from .test_secrets import VALUE
+from .test_secrets import run as secrets_cli
 
 ROOT = Path(__file__).parents[1]
 LIVE = ["rosariosis", "rosariosis-mysql", "opensis", "gibbon", "openemis"]
@@ -181,6 +183,44 @@ def test_init_writes_a_config_that_loads(tmp_path: Path) -> None:
     assert job.template_path("staff") == tmp_path / "staff.sql.j2"
     assert (tmp_path / "README-rosariosis.md").exists()
     assert str(config) in result.stdout
+
+
+def test_init_guidance_stores_the_password_on_a_server_without_a_keyring(
+    tmp_path: Path,
+) -> None:
+    """As a DBA on a headless server: init, then the next: line's command."""
+    made = init(tmp_path, "--sis", "rosariosis")
+
+    assert made.returncode == 0, made.stderr
+    config = tmp_path / "connector.toml"
+    secrets = tmp_path / "secrets"
+    assert tomllib.loads(config.read_text())["secrets"] == {"folder": "secrets"}
+    assert secrets.is_dir() and secrets.stat().st_mode & 0o777 == 0o700
+    assert str(secrets) in made.stdout.splitlines()
+    for name in ("sis-db", "upload-token"):
+        assert f"connector secrets set {name} -c {config}" in made.stderr
+    stored = secrets_cli(
+        "set", "sis-db", "-c", str(config), "--from-stdin", stdin=VALUE + "\n"
+    )
+    assert stored.returncode == 0, stored.stderr
+    assert (secrets / "sis-db").read_text() == VALUE
+    assert (secrets / "sis-db").stat().st_mode & 0o777 == 0o600
+    checked = secrets_cli("check", "-c", str(config))
+    assert (
+        f"sis-db (source.password_secret): found in secrets folder {secrets}/sis-db"
+        in checked.stdout
+    )
+
+
+def test_init_refuses_a_file_where_the_secrets_folder_goes(tmp_path: Path) -> None:
+    (tmp_path / "secrets").write_text("not a folder")
+
+    result = init(tmp_path, "--sis", "rosariosis")
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {tmp_path / 'secrets'} is a file")
+    assert "nothing was written" in result.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "secrets"]
 
 
 def test_init_never_overwrites_without_force(tmp_path: Path) -> None:

@@ -94,6 +94,25 @@ def test_set_from_stdin_without_a_keyring_writes_an_owner_only_file(
     assert "LoadCredential=sis-db:" in missing.stderr
 
 
+def test_set_without_a_keyring_or_a_secrets_folder_names_the_setting(
+    tmp_path: Path,
+) -> None:
+    path = config(tmp_path)
+    path.write_text(path.read_text().replace('[secrets]\nfolder = "secrets"\n', ""))
+
+    stored = run("set", "sis-db", "-c", str(path), "--from-stdin", stdin=VALUE)
+
+    assert stored.returncode == 2  # a setting is missing, not the secret
+    [line] = stored.stderr.splitlines()
+    assert line.startswith(
+        "error: cannot store 'sis-db': this session has no usable OS keyring"
+    )
+    assert f"{path} has no [secrets] folder" in line
+    assert 'add the lines `[secrets]` and `folder = "secrets"` to it' in line
+    assert line.endswith("nothing was stored")
+    assert list((tmp_path / "secrets").iterdir()) == []
+
+
 def test_set_uses_a_real_keyring_when_there_is_one(tmp_path: Path) -> None:
     path = config(tmp_path)
     store = tmp_path / "keyring.json"
