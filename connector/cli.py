@@ -553,7 +553,7 @@ def secrets_set(
 ) -> None:
     """Store a secret: in the OS keyring when it is a real store, else in the
     config's [secrets] folder as an owner-only (0600) file; with neither, it
-    stops with exit 2.
+    stops with exit 2. A [secrets] folder that is missing is made, mode 0700.
 
     The value is typed at a hidden prompt (twice), or read from standard input
     with --from-stdin. Without a terminal and without --from-stdin nothing is
@@ -566,7 +566,7 @@ def secrets_set(
 
     try:
         check_name(name)
-        job = load_job(config)
+        job = load_job(config, secrets_folder_made=True)  # by store_secret
         if from_stdin:
             value = sys.stdin.readline().rstrip("\r\n")
             if sys.stdin.read().strip():

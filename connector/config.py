@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import os
 import re
 import tomllib
 import urllib.parse
@@ -789,8 +790,12 @@ class Job:
         )
 
 
-def load_job(path: Path) -> Job:
-    """Read, validate and resolve the config file at ``path``."""
+def load_job(path: Path, *, secrets_folder_made: bool = False) -> Job:
+    """Read, validate and resolve the config file at ``path``.
+
+    A ``[secrets] folder`` that does not exist is an error, unless the caller
+    makes it (``secrets_folder_made``: ``connector secrets set``).
+    """
     path = Path(path).expanduser().absolute()
     try:
         raw = path.read_bytes()
@@ -820,7 +825,7 @@ def load_job(path: Path) -> Job:
     job = Job(
         _sqlite_from_config_folder(settings, path.resolve().parent), path.resolve()
     )
-    _check_paths(job)
+    _check_paths(job, secrets_folder_made=secrets_folder_made)
     _check_params(job)
     return job
 
@@ -910,7 +915,7 @@ def _sqlite_from_config_folder(settings: Settings, folder: Path) -> Settings:
     return settings.model_copy(update={"source": source})
 
 
-def _check_paths(job: Job) -> None:
+def _check_paths(job: Job, *, secrets_folder_made: bool = False) -> None:
     given = job.settings.source
     database = None if given is None else _sqlite_file(given.url)
     if database is not None and not database.is_file():
@@ -947,5 +952,14 @@ def _check_paths(job: Job) -> None:
         if value is not None and not job.resolve(value).is_file():
             raise ConfigError(f"{job.path}: {key}: no file at {job.resolve(value)}")
     secrets = job.secrets_folder
-    if secrets is not None and not secrets.is_dir():
-        raise ConfigError(f"{job.path}: secrets.folder: no folder at {secrets}")
+    if secrets is not None and not secrets.is_dir() and not secrets_folder_made:
+        from .secrets import named_secrets
+
+        name = next((name for _, name in named_secrets(job)), "NAME")
+        make = f"`mkdir -m 700 {secrets}`" if os.name == "posix" else "create it"
+        raise ConfigError(
+            f"{job.path}: secrets.folder: no folder at {secrets}; run `connector "
+            f"secrets set {name} -c {job.path}` as the account the job runs as, "
+            f"which makes it owner-only (0700) as it stores the secret, or {make} "
+            "as that account (no other may read it)"
+        )

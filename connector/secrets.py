@@ -212,14 +212,18 @@ def store_secret(
     """Store ``value`` as the secret ``name``; returns where it went.
 
     Into the OS keyring when its backend is a real store, else into ``folder`` as
-    an owner-only file. A file already in ``folder`` is replaced there, since the
-    lookup reads the folder first. With neither a keyring nor a folder it is a
+    an owner-only file; a missing ``folder`` is made first, mode 0700. A file
+    already in ``folder`` is replaced there, since the lookup reads the folder
+    first. With neither a keyring nor a folder it is a
     ``ConfigError`` (exit 2) saying to set ``[secrets] folder`` in ``config``.
     """
     check_name(name)
     if not value:
         raise SecretError(f"secret {name!r}: the value is empty; nothing was stored")
     remember(value)
+    if folder is not None and make_secrets_folder(folder):
+        # Made even when the keyring takes the secret: the config names it.
+        log.info("made the secrets folder %s (mode 0700)", folder)
     if folder is not None and (folder / name).is_file():
         return _write_secret_file(folder, name, value)
     backend = real_keyring()

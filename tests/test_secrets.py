@@ -113,6 +113,45 @@ def test_set_without_a_keyring_or_a_secrets_folder_names_the_setting(
     assert list((tmp_path / "secrets").iterdir()) == []
 
 
+def test_set_makes_a_missing_secrets_folder_owner_only(tmp_path: Path) -> None:
+    path = config(tmp_path)
+    folder = tmp_path / "secrets"
+    folder.rmdir()
+
+    stored = run("set", "sis-db", "-c", str(path), "--from-stdin", stdin=VALUE)
+
+    assert stored.returncode == 0, stored.stderr
+    assert f"made the secrets folder {folder} (mode 0700)" in stored.stderr
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert (folder / "sis-db").read_text() == VALUE
+    assert (folder / "sis-db").stat().st_mode & 0o777 == 0o600
+    assert run("check", "-c", str(path)).returncode == 0
+
+
+def test_run_without_the_secrets_folder_says_how_to_make_it(tmp_path: Path) -> None:
+    path = config(tmp_path)
+    folder = tmp_path / "secrets"
+    folder.rmdir()
+
+    result = subprocess.run(
+        [*connector_command(), "run", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={"PATH": "/usr/bin:/bin", "PYTHON_KEYRING_BACKEND": FAIL_KEYRING},
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: {path}: secrets.folder: no folder at {folder}; run `connector "
+        f"secrets set sis-db -c {path}` as the account the job runs as, which "
+        "makes it owner-only (0700) as it stores the secret, or `mkdir -m 700 "
+        f"{folder}` as that account (no other may read it)\n"
+    )
+    assert not folder.exists()
+
+
 def test_set_uses_a_real_keyring_when_there_is_one(tmp_path: Path) -> None:
     path = config(tmp_path)
     store = tmp_path / "keyring.json"
