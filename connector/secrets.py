@@ -184,8 +184,12 @@ def platform_fix(name: str, folder: Path | None, config: Path | None) -> str:
     """How to provide the secret ``name`` on this operating system."""
     option = f" -c {config}" if config is not None else ""
     command = f"`connector secrets set {name}{option}`"
-    where = f"{folder}" if folder is not None else "the [secrets] folder of the config"
-    credential = (folder or Path("/etc/connector/secrets")) / name
+    settings = config or "the config"
+    where = (
+        f"{folder}"
+        if folder is not None
+        else f"a [secrets] folder (set one in {settings})"
+    )
     if sys.platform == "win32":
         return (
             f"To fix: run {command} logged on as the account the scheduled task "
@@ -198,11 +202,24 @@ def platform_fix(name: str, folder: Path | None, config: Path | None) -> str:
             f"To fix: run {command} as the user the job runs as (macOS Keychain), "
             f"or put it in a file in {where} with mode 0600"
         )
+    if folder is None:
+        stored = (
+            "(into the OS keyring; where there is none, as on a server, first add "
+            f'the lines `[secrets]` and `folder = "{SECRETS_FOLDER}"` to {settings}: '
+            "it then keeps a file with mode 0600 there)"
+        )
+        file = f"a file named by {env_name(name)}_FILE"
+        # What `connector schedule` writes without a folder: systemd's store.
+        credential = f"{name}` (systemd reads /etc/credstore/{name})"
+    else:
+        stored = f"(into the OS keyring, else a file with mode 0600 in {folder})"
+        file = f"a file in {folder} (or one named by {env_name(name)}_FILE)"
+        credential = f"{name}:{folder / name}`"
     return (
-        f"To fix: under systemd add `LoadCredential={name}:{credential}` to the "
-        f"service; or put it in a file in {where} (or one named by "
-        f"{env_name(name)}_FILE) with mode 0600, owned by the account the job runs "
-        f"as; or run {command} as that account"
+        f"To fix: run {command} as the account the job runs as {stored}; or put "
+        f"it in {file} with mode 0600, owned by that account; or, if a systemd "
+        f"unit runs the job, add `LoadCredential={credential} to its [Service] "
+        "section (connector schedule writes these lines)"
     )
 
 

@@ -152,6 +152,39 @@ def test_run_without_the_secrets_folder_says_how_to_make_it(tmp_path: Path) -> N
     assert not folder.exists()
 
 
+def test_the_fix_for_a_missing_secret_fits_the_config(tmp_path: Path) -> None:
+    """The LoadCredential= line names the configured folder's file, or systemd's
+    store without one (as connector schedule writes it), never a path the
+    config does not have; without a folder, the fix says how to add one."""
+    path = config(tmp_path)
+    file = tmp_path / "secrets" / "sis-db"
+
+    with_folder = run("check", "-c", str(path))
+
+    assert with_folder.returncode == 3
+    assert (
+        "or, if a systemd unit runs the job, add "
+        f"`LoadCredential=sis-db:{file}` to its [Service] section"
+    ) in with_folder.stderr
+    assert f"else a file with mode 0600 in {file.parent})" in with_folder.stderr
+
+    path.write_text(path.read_text().replace('[secrets]\nfolder = "secrets"\n', ""))
+    without = run("check", "-c", str(path))
+
+    assert without.returncode == 3
+    assert "/etc/connector/secrets" not in without.stderr
+    assert f"`connector secrets set sis-db -c {path}`" in without.stderr
+    assert (
+        "where there is none, as on a server, first add the lines `[secrets]` and "
+        f'`folder = "secrets"` to {path}'
+    ) in without.stderr
+    assert (
+        "add `LoadCredential=sis-db` (systemd reads /etc/credstore/sis-db) to its "
+        "[Service] section"
+    ) in without.stderr
+    assert "a file named by CONNECTOR_SECRET_SIS_DB_FILE" in without.stderr
+
+
 def test_set_uses_a_real_keyring_when_there_is_one(tmp_path: Path) -> None:
     path = config(tmp_path)
     store = tmp_path / "keyring.json"
