@@ -212,6 +212,19 @@ def test_init_guidance_stores_the_password_on_a_server_without_a_keyring(
     )
 
 
+def test_init_config_says_what_the_state_folder_holds(tmp_path: Path) -> None:
+    assert init(tmp_path, "--sis", "rosariosis").returncode == 0
+
+    text = (tmp_path / "connector.toml").read_text()
+    section = text.split("[state]\n", 1)[1].split("\n\n", 1)[0]
+    comment = " ".join(line.split("#", 1)[1].strip() for line in section.splitlines())
+    assert section.startswith('folder = "state" ')
+    assert comment == (
+        "spool, pending exports, upload log, the gate's store, run lock, sent "
+        "dates, heartbeat and backfill progress"
+    )
+
+
 def test_init_refuses_a_file_where_the_secrets_folder_goes(tmp_path: Path) -> None:
     (tmp_path / "secrets").write_text("not a folder")
 
