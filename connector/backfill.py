@@ -36,7 +36,7 @@ from .csvout import ExportWriter
 from .database import open_source
 from .errors import ConfigError, ExportError
 from .pipeline import database_password, fill_export, job_params, render_all
-from .report import new_run_id
+from .report import new_run_id, write_json
 from .templates import template_names
 
 if TYPE_CHECKING:
@@ -290,13 +290,10 @@ def _load_progress(work: Path, fingerprint: str) -> list[dict[str, Any]]:
 
 
 def _save_progress(work: Path, fingerprint: str, done: list[dict[str, Any]]) -> None:
-    tmp = work / f".{PROGRESS}.tmp"
-    body = json.dumps({"fingerprint": fingerprint, "done": done}, indent=1)
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(body)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, work / PROGRESS)
+    # Owner-only and atomic, as every state file. A progress file cut short by
+    # a power cut is unreadable and starts the backfill over; one naming a
+    # chunk whose file did not reach the disk fails its hash and redoes it.
+    write_json(work / PROGRESS, {"fingerprint": fingerprint, "done": done})
 
 
 def _first_unfinished(

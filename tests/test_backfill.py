@@ -21,6 +21,7 @@ from connector.receiver import Receiver
 from .conftest import TOKEN, Keys, connector_command, gpg_decrypt
 from .sis_expectations import SIS
 from .test_integration import count, run_connector, write_config
+from .test_pipeline import district, make_job  # noqa: F401 - district is a fixture
 
 runner = CliRunner()
 # The RosarioSIS school year of the shared data, August to June.
@@ -212,6 +213,39 @@ template = "{queries / "attendance.sql.j2"}"
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ")
     assert message in result.stderr
+
+
+def test_backfill_progress_is_owner_only(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+) -> None:
+    """Like every state file: it lists the chunks of student records kept."""
+    job = make_job(tmp_path, district, "https://127.0.0.1:9/", Path(__file__))
+    out = tmp_path / "out"
+    name = "attendance-2026-03-02-2026-03-15.csv"
+    (out / name).mkdir(parents=True)  # the join cannot rename onto it: work stays
+
+    result = run_connector(
+        "backfill",
+        "attendance",
+        "--from",
+        "2026-03-02",
+        "--to",
+        "2026-03-15",
+        "--chunk",
+        "week",
+        "-c",
+        str(job.path),
+        "--folder",
+        str(out),
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert f"cannot write the backfill {out / name}" in result.stderr
+    [progress] = (job.state_folder / "backfill").glob("*/progress.json")
+    assert len(json.loads(progress.read_text())["done"]) == 2
+    assert progress.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in progress.parent.iterdir() if p.name.startswith(".")] == []
 
 
 def test_backfill_help_has_an_example() -> None:
