@@ -161,13 +161,17 @@ class RunReport:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` atomically, owner-only; a failure
-    (a full disk) names ``path`` and leaves no temporary file."""
+    """Write ``data`` as JSON to ``path`` atomically and durably, owner-only; a
+    failure (a full disk) names ``path`` and leaves no temporary file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with writing(path), os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
+            # On disk before it takes the name: a power cut leaves the old
+            # file or the new one, never an empty one.
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
