@@ -35,13 +35,13 @@ class Kind(StrEnum):
 # "Field rules" section says the same; tests/test_docs.py checks that it does.
 TOO_LONG: dict[Kind, str] = {
     Kind.ID: "the row is rejected (an ID is never cut)",
-    Kind.NAME: "cut at the limit, with a warning",
+    Kind.NAME: "cut at the limit (counted as fixed, the row noted in the report)",
     Kind.PHONE: "cannot happen (always 10 digits or empty)",
     Kind.EXTENSION: "the extension is dropped, with a warning",
     Kind.DATE: "cannot happen (always mm/dd/yyyy or empty)",
     Kind.CODE: "the value is dropped with a warning; the row is rejected if required",
     Kind.EMAIL: "the value is dropped, with a warning",
-    Kind.TEXT: "cut at the limit, with a warning",
+    Kind.TEXT: "cut at the limit (counted as fixed, the row noted in the report)",
 }
 
 
