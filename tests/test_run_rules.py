@@ -23,7 +23,7 @@ from connector.errors import ExitCode, ExportError
 from connector.pipeline import extract, run
 from connector.receiver import Receiver
 
-from .conftest import TOKEN, connector_command
+from .conftest import TOKEN, connector_command, require
 from .test_pipeline import (  # noqa: F401 - district is a fixture
     district,
     make_job,
@@ -447,10 +447,12 @@ def unreplaceable(path: Path, how: str) -> Iterator[None]:
             shutil.rmtree(path)
         return
     chattr = shutil.which("chattr")
-    if chattr is None:
-        pytest.skip("chattr is not installed")
-    if subprocess.run([chattr, "+i", str(path)], capture_output=True).returncode:
-        pytest.skip(f"chattr +i is refused here (file system or privileges): {path}")
+    require(chattr is not None, "chattr is not installed (e2fsprogs)")
+    assert chattr is not None
+    refused = subprocess.run([chattr, "+i", str(path)], capture_output=True).returncode
+    require(
+        not refused, f"chattr +i is refused here (file system or privileges): {path}"
+    )
     try:
         yield
     finally:
