@@ -336,11 +336,14 @@ def extract(
     """Run the templates and write the CSV exports; nothing is sent.
 
     All data sets are written or none: a failure leaves the previous files as they
-    were. Prints one line per export: data set, path, rows, bytes.
+    were. Prints one line per export: data set, path, rows, bytes. Into the output
+    folder it takes the run lock, as run and send do: while another run of the
+    config holds it, it exits 8 and writes nothing (--to DIR takes no lock).
 
     Example: connector extract -c connector.toml --param school_year=2025
     """
     from .config import load_job
+    from .nightly import run_lock
     from .pipeline import extract as run_extract
     from .report import RunReport
 
@@ -351,21 +354,31 @@ def extract(
         job = load_job(config)
         folder = to.resolve() if to else job.output_folder
         places[:] = [("--to" if to else "output.folder", folder), *_job_places(job)]
-        with _os_errors(places):
+        # The output folder holds the last exports the receiver verified, and a
+        # run publishes into it: one writer at a time. --to is elsewhere.
+        with _os_errors(places), contextlib.ExitStack() as held:
+            if folder.resolve() == job.output_folder.resolve():
+                held.enter_context(run_lock(job, report.run_id))
             run_extract(
                 job, names=dataset, params=_params(param), folder=folder, report=report
             )
         report.outcome = "extracted"
     except ConnectorError as exc:
         report.outcome, report.error = "failed", str(exc)
-        _write_report(report, folder)
+        _write_report(report, folder, exc)
         raise _fail(exc) from None
     _write_report(report, folder)
     _print_report(report, folder)
 
 
-def _write_report(report: Any, folder: Path | None) -> None:
-    if folder is not None:
+def _write_report(
+    report: Any, folder: Path | None, error: ConnectorError | None = None
+) -> None:
+    """The run report into ``folder``; none when the run lock was held by another
+    run, whose folder it is (its own report is the one to keep)."""
+    from .errors import LockedError
+
+    if folder is not None and not isinstance(error, LockedError):
         try:
             report.write(folder)
         except OSError as exc:
@@ -412,7 +425,7 @@ def send(
     except ConnectorError as exc:
         report.outcome = "held" if isinstance(exc, HeldError) else "failed"
         report.error = str(exc)
-        _write_report(report, folder)
+        _write_report(report, folder, exc)
         for receipt in report.receipts:
             typer.echo(_receipt_line(receipt))
         raise _fail(exc) from None

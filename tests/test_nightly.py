@@ -372,6 +372,17 @@ def wait_for(path: Path, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
+def start_run(config: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`connector run` in the background, as a scheduler starts it."""
+    return subprocess.Popen(
+        [*connector_command(), "run", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 @pytest.mark.integration
 def test_one_run_at_a_time_a_killed_run_frees_the_lock_and_one_send_a_day(
     sis_loaded: None, tmp_path: Path, live: Receiver, gpg_keys: object
@@ -379,13 +390,7 @@ def test_one_run_at_a_time_a_killed_run_frees_the_lock_and_one_send_a_day(
     config = slow_rosariosis(tmp_path, live, gpg_keys)
     owner = tmp_path / "state" / "run.lock.owner"
     env = bare_env()
-    first = subprocess.Popen(
-        [*connector_command(), "run", "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
+    first = start_run(config, env)
     try:
         wait_for(owner)
         started = time.monotonic()
@@ -417,6 +422,56 @@ def test_one_run_at_a_time_a_killed_run_frees_the_lock_and_one_send_a_day(
     assert forced.returncode == 0, forced.stderr
     dates = json.loads((tmp_path / "state" / "sent-dates.json").read_text())
     assert len(dates) == 1
+
+
+def folder_state(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Each file below ``folder`` with its modification time and bytes."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.integration
+def test_extract_into_the_output_folder_exits_8_while_a_run_holds_the_lock(
+    sis_loaded: None, tmp_path: Path, live: Receiver, gpg_keys: object
+) -> None:
+    """While a run holds the lock, `extract` into the output folder exits 8 and
+    changes nothing there; `extract --to DIR` is elsewhere and takes no lock."""
+    config = slow_rosariosis(tmp_path, live, gpg_keys)
+    slow = tmp_path / "slow.sql.j2"
+    slow.write_text(slow.read_text().replace("pg_sleep(1)", "pg_sleep(10)"))
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "students.csv").write_bytes(b'"Student ID"\r\n"last sent"\r\n')
+    (exports / "run-report.json").write_text('{"outcome": "sent"}\n')
+    before = folder_state(exports)
+    owner = tmp_path / "state" / "run.lock.owner"
+    env = bare_env()
+    first = start_run(config, env)
+    try:
+        wait_for(owner)
+        locked = connector("extract", "-c", str(config), env=env)
+        elsewhere = tmp_path / "one-off"
+        elsewhere.mkdir()
+        one_off = connector(
+            "extract", "-c", str(config), "-d", "staff", "--to", str(elsewhere), env=env
+        )
+        still_running = first.poll() is None
+    finally:
+        first.kill()
+        first.wait()
+
+    assert locked.returncode == 8, locked.stderr
+    [error] = [ln for ln in locked.stderr.splitlines() if ln.startswith("error:")]
+    assert f"holds the lock {tmp_path / 'state' / 'run.lock'}" in error
+    assert f"PID {first.pid}" in error
+    assert locked.stdout == ""
+    assert folder_state(exports) == before
+    assert one_off.returncode == 0, one_off.stderr
+    assert (elsewhere / "staff.csv").is_file()
+    assert still_running  # both ran while the lock was held
 
 
 def test_from_root_with_a_relative_path_and_lc_all_c_gives_the_same_bytes(
