@@ -131,8 +131,10 @@ def backfill(
     folder: Path | None = None,
     send: bool = False,
     params: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> BackfillResult:
     """Export ``dataset`` from ``first`` to ``last`` in chunks; see the module doc.
+    ``run_id`` names the send in the upload log (default: a new one).
 
     Raises ``ConfigError`` when the data set is not enabled or its template does
     not use ``start_date`` and ``end_date``, and what the extract or the send
@@ -207,7 +209,7 @@ def backfill(
         result.sha256[:16],
     )
     if prepared is not None:
-        result.receipts = _send(job, prepared, result)
+        result.receipts = _send(job, prepared, result, run_id or new_run_id())
     shutil.rmtree(work, ignore_errors=True)
     return result
 
@@ -353,13 +355,14 @@ def _join(work: Path, chunks: list[Chunk], target: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _send(job: Job, prepared: Prepared, result: BackfillResult) -> list[Receipt]:
+def _send(
+    job: Job, prepared: Prepared, result: BackfillResult, run_id: str
+) -> list[Receipt]:
     """Package, upload and verify the backfill and its manifest; no gate baseline."""
     from .destinations import deliver
     from .package import package_export
     from .pipeline import write_manifest
 
-    run_id = new_run_id()
     payload = package_export(result.path, job.spool_folder, prepared.recipient)
     receipt = deliver(prepared, payload, job.upload_log, run_id)
     if prepared.manifest:

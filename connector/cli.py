@@ -166,6 +166,39 @@ def _os_errors(places: list[tuple[str, Path]]) -> Iterator[None]:
         raise typer.Exit(ExitCode.FAILURE) from None
 
 
+@contextlib.contextmanager
+def _logged(
+    job: Any, report: Any, places: Sequence[tuple[str, Path]] = ()
+) -> Iterator[None]:
+    """The command's log lines and events, as a run's: connector.log gets its
+    start, its lines and its outcome with the error line the user sees, and
+    events.jsonl its run_start, stage events and run_end."""
+    import time
+
+    from .logs import end, run_logs, start
+    from .nightly import outcome_of
+
+    started = time.monotonic()
+    with run_logs(job, report.run_id):
+        start(report.command, job)
+        error: BaseException | None = None
+        try:
+            yield
+        except OSError as exc:
+            error = ConnectorError(os_error_line(exc, places)) if exc.filename else exc
+            raise
+        except typer.Exit as exc:  # a failure already shown, as report.error
+            if exc.exit_code:
+                error = ConnectorError(report.error or "", exit_code=exc.exit_code)
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            seconds = time.monotonic() - started
+            end(report.command, **outcome_of(report, None, error, seconds).as_dict())
+
+
 def _job_places(job: Any) -> list[tuple[str, Path]]:
     return [("output.folder", job.output_folder), ("state.folder", job.state_folder)]
 
@@ -286,7 +319,7 @@ def test(
         bool, typer.Option(help="Show the first rows, cleaned, on stdout.")
     ] = True,
 ) -> None:
-    """Check the connection, every template and the destination; writes no file.
+    """Check the connection, every template and the destination; writes no export.
 
     Connects, shows the server and driver, renders and runs each template, and
     checks its columns against the data set, fetching only a few rows. A data set
@@ -294,19 +327,34 @@ def test(
     read (format, encoding, delimiter, header row: detected ones can be pinned
     with the lines shown), its columns and its record count. Then prepares the
     destination as a send would (its secrets, the recipient certificate and its
-    pinned fingerprint), without connecting or sending.
+    pinned fingerprint), without connecting or sending. Its lines and outcome go
+    to connector.log in the log folder, as extract's, send's and backfill's do.
 
     Example: connector test -c /etc/connector/connector.toml --rows 3
     """
     from .checks import check_job
+    from .report import RunReport
 
+    report = RunReport(command="test")
     try:
         from .config import load_job
 
         job = load_job(config)
-        outcome = check_job(job, names=dataset, params=_params(param), rows=rows)
+        with _logged(job, report):
+            outcome = check_job(job, names=dataset, params=_params(param), rows=rows)
+            _show_checks(outcome, preview)
+            failed = [
+                c for c in [*outcome.datasets, outcome.destination] if not c.is_ok
+            ]
+            report.outcome = "failed" if failed else "ok"
+            report.error = "; ".join(f"{c.name}: {c.verdict}" for c in failed) or None
+            if failed:
+                raise typer.Exit(ExitCode.FAILURE)
     except ConnectorError as exc:
         raise _fail(exc) from None
+
+
+def _show_checks(outcome: Any, preview: bool) -> None:
     if outcome.server is not None:
         typer.echo(
             f"server: {outcome.server.dbms} {outcome.server.dbms_version}\n"
@@ -319,8 +367,6 @@ def test(
         if preview and check.preview:
             for row in check.preview:
                 typer.echo("  " + ",".join(f'"{v}"' for v in row))
-    if not outcome.is_ok:
-        raise typer.Exit(ExitCode.FAILURE)
 
 
 @app.command()
@@ -338,7 +384,8 @@ def extract(
     All data sets are written or none: a failure leaves the previous files as they
     were. Prints one line per export: data set, path, rows, bytes. Into the output
     folder it takes the run lock, as run and send do: while another run of the
-    config holds it, it exits 8 and writes nothing (--to DIR takes no lock).
+    config holds it, it exits 8 and writes no file there (--to DIR takes no
+    lock).
 
     Example: connector extract -c connector.toml --param school_year=2025
     """
@@ -356,13 +403,17 @@ def extract(
         places[:] = [("--to" if to else "output.folder", folder), *_job_places(job)]
         # The output folder holds the last exports the receiver verified, and a
         # run publishes into it: one writer at a time. --to is elsewhere.
-        with _os_errors(places), contextlib.ExitStack() as held:
+        with (
+            _os_errors(places),
+            _logged(job, report, places),
+            contextlib.ExitStack() as held,
+        ):
             if folder.resolve() == job.output_folder.resolve():
                 held.enter_context(run_lock(job, report.run_id))
             run_extract(
                 job, names=dataset, params=_params(param), folder=folder, report=report
             )
-        report.outcome = "extracted"
+            report.outcome = "extracted"
     except ConnectorError as exc:
         report.outcome, report.error = "failed", str(exc)
         _write_report(report, folder, exc)
@@ -419,9 +470,13 @@ def send(
         job = load_job(config)
         folder = job.output_folder
         places[:] = _job_places(job)
-        with _os_errors(places), run_lock(job, report.run_id):
+        with (
+            _os_errors(places),
+            _logged(job, report, places),
+            run_lock(job, report.run_id),
+        ):
             _send(job, files, report, accept_change)
-        report.outcome = "sent"
+            report.outcome = "sent"
     except ConnectorError as exc:
         report.outcome = "held" if isinstance(exc, HeldError) else "failed"
         report.error = str(exc)
@@ -839,23 +894,28 @@ def backfill(
     from .backfill import backfill as run_backfill
     from .config import load_job
     from .errors import ConfigError
+    from .report import RunReport
 
+    report = RunReport(command="backfill")
     try:
         if chunk not in CHUNK_SIZES:
             raise ConfigError(f"--chunk {chunk!r}: use one of {', '.join(CHUNK_SIZES)}")
         first, last = _date("--from", start), _date("--to", end)
         into = _backfill_folder(folder)
         job = load_job(config)
-        result = run_backfill(
-            job,
-            dataset,
-            first,
-            last,
-            chunk=chunk,
-            folder=into,
-            send=send_it,
-            params=_params(param),
-        )
+        with _logged(job, report):
+            result = run_backfill(
+                job,
+                dataset,
+                first,
+                last,
+                chunk=chunk,
+                folder=into,
+                send=send_it,
+                params=_params(param),
+                run_id=report.run_id,
+            )
+            report.outcome = "sent" if send_it else "written"
     except ConnectorError as exc:
         raise _fail(exc) from None
     typer.echo(

@@ -10,6 +10,12 @@ Windows), owner-only, UTF-8 whatever the locale:
   data set extracted with its counts, the gate's verdict, upload verified), with
   the run ID. Counts, names, sizes and hashes; never a row value or a secret.
 
+Every command that reads the database or the exports or talks to the receiver
+(``run``, ``test``, ``extract``, ``send``, ``backfill``) writes both, under its own
+run ID: ``start`` and ``end`` bracket it with a ``run_start`` and a ``run_end``
+event naming the command, and put its start and its outcome (with the error line
+the user saw) in ``connector.log``.
+
 Every line written passes through ``connector.redact``.
 """
 
@@ -38,6 +44,11 @@ log = logging.getLogger(__name__)
 _events = logging.getLogger("connector.events")
 _events.propagate = False
 _events.setLevel(logging.INFO)
+# A command's start and outcome: for connector.log only, as stderr has its own
+# `error:` line.
+_outcome = logging.getLogger("connector.outcome")
+_outcome.propagate = False
+_outcome.setLevel(logging.INFO)
 
 
 class RedactingFormatter(logging.Formatter):
@@ -67,6 +78,36 @@ class _JsonLines(logging.Formatter):
 def emit(event: str, **fields: Any) -> None:
     """Write one event to the JSON-lines log of the current run, if one is open."""
     _events.info(event, extra={"event_fields": fields})
+
+
+def start(command: str, job: Job, **fields: Any) -> None:
+    """A command begins: its ``run_start`` event and a line in the log file."""
+    from . import __version__
+
+    emit(
+        "run_start",
+        command=command,
+        config=str(job.path),
+        pid=os.getpid(),
+        tool_version=__version__,
+        **fields,
+    )
+    _outcome.info("connector %s started with %s", command, job.path)
+
+
+def end(command: str, **fields: Any) -> None:
+    """A command ends: its ``run_end`` event (``fields``: ``outcome``,
+    ``exit_code``, ``error`` and counts) and its outcome in the log file."""
+    emit("run_end", command=command, **fields)
+    code, error = fields.get("exit_code", 0), fields.get("error")
+    _outcome.log(
+        logging.ERROR if code else logging.INFO,
+        "connector %s %s (exit %s)%s",
+        command,
+        fields.get("outcome"),
+        code,
+        f": {error}" if error else "",
+    )
 
 
 def _owner_only_file(path: Path) -> None:
@@ -112,7 +153,11 @@ def run_logs(job: Job, run_id: str) -> Iterator[Path | None]:
         )
         yield None
         return
-    handlers = [(logging.getLogger("connector"), human), (_events, events)]
+    handlers = [
+        (logging.getLogger("connector"), human),
+        (_outcome, human),
+        (_events, events),
+    ]
     for logger, handler in handlers:
         logger.addHandler(handler)
     try:

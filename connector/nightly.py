@@ -43,7 +43,7 @@ from .errors import (
     LockedError,
     PublishError,
 )
-from .logs import emit
+from .logs import end, start
 from .redact import redact
 from .report import RunReport, write_json
 
@@ -239,12 +239,10 @@ def run_nightly(
     try:
         with run_lock(job, report.run_id):
             date = business_date(job)
-            emit(
-                "run_start",
+            start(
+                "run",
+                job,
                 business_date=date.isoformat(),
-                config=str(job.path),
-                pid=os.getpid(),
-                tool_version=__version__,
                 force=force,
                 accept_change=accept_change,
             )
@@ -279,11 +277,11 @@ def run_nightly(
                     log.error("unexpected %s: %s", type(exc).__name__, redact(str(exc)))
                 raise
             finally:
-                outcome = _outcome(report, date, error, time.monotonic() - started)
-                emit("run_end", **outcome.as_dict())
+                outcome = outcome_of(report, date, error, time.monotonic() - started)
+                end("run", **outcome.as_dict())
     except BaseException as exc:
         if outcome is None:
-            outcome = _outcome(report, date, exc, time.monotonic() - started)
+            outcome = outcome_of(report, date, exc, time.monotonic() - started)
         notify(job, outcome)
         if isinstance(exc, ConnectorError):
             outcome.failure = exc
@@ -324,14 +322,16 @@ def _check_not_sent(job: Job, date: dt.date, force: bool) -> None:
     )
 
 
-def _outcome(
+def outcome_of(
     report: RunReport,
     date: dt.date | None,
     error: BaseException | None,
     seconds: float,
 ) -> Outcome:
+    """How a run (or another command, by ``report.command``) ended with ``error``."""
     if error is None:
-        return Outcome(report, date, "sent", ExitCode.OK, None, seconds)
+        done = "sent" if report.command == "run" else report.outcome
+        return Outcome(report, date, done, ExitCode.OK, None, seconds)
     if isinstance(error, ConnectorError):
         code, text = error.exit_code, str(error)
     else:

@@ -216,6 +216,72 @@ def test_an_environment_secret_warns_naming_the_variable(
 SOURCES = ["folder", "credentials", "file-variable", "environment", "keyring"]
 
 
+def test_every_command_that_reads_or_sends_leaves_its_lines_in_the_logs(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,
+) -> None:
+    """test, extract, send and backfill are logged as a run is, each under its own
+    run ID; a failed manual extract leaves the error line it printed."""
+    config = str(sample_job(tmp_path, district, live))
+    env = bare_env()
+    results = {
+        "test": connector("test", "-c", config, env=env),
+        "extract": connector("extract", "-c", config, env=env),
+        "send": connector("send", "-c", config, env=env),
+        "backfill": connector(
+            "backfill",
+            "attendance",
+            "--from",
+            "2026-03-02",
+            "--to",
+            "2026-03-13",
+            "-c",
+            config,
+            env=env,
+        ),
+    }
+    for command, result in results.items():
+        assert result.returncode == 0, (command, result.stderr)
+    (tmp_path / "queries" / "staff.sql.j2").write_text("SELECT no_such FROM staff")
+    failed = connector("extract", "-c", config, env=env)
+    assert failed.returncode == 1, failed.stderr
+    [error] = [ln for ln in failed.stderr.splitlines() if ln.startswith("error:")]
+
+    events = [
+        json.loads(line)
+        for line in (tmp_path / "logs" / "events.jsonl").read_text().splitlines()
+    ]
+    ends = [e for e in events if e["event"] == "run_end"]
+    starts = [e for e in events if e["event"] == "run_start"]
+    said = ["test", "extract", "send", "backfill", "extract"]
+    assert [e["command"] for e in starts] == [e["command"] for e in ends] == said
+    assert [e["run_id"] for e in starts] == [e["run_id"] for e in ends]
+    assert len({e["run_id"] for e in ends}) == 5
+    assert [e["outcome"] for e in ends] == [
+        "ok",
+        "extracted",
+        "sent",
+        "written",
+        "failed",
+    ]
+    assert ends[-1]["exit_code"] == 1 and ends[-1]["error"] == error[len("error: ") :]
+    kinds = [e["event"] for e in events]
+    assert kinds.count("dataset_extracted") == 3 + 1  # the failed one: students
+    assert kinds.count("upload_verified") == 3
+
+    log_text = (tmp_path / "logs" / "connector.log").read_text()
+    for start, end in zip(starts, ends, strict=True):
+        ran = [ln for ln in log_text.splitlines() if f"[{start['run_id']}]" in ln]
+        assert f"connector {start['command']} started with {config}" in ran[0]
+        assert f"connector {end['command']} {end['outcome']} (exit " in ran[-1]
+    assert "data set students: " in log_text and "backfill attendance" in log_text
+    assert (
+        f"ERROR connector.outcome: connector extract failed (exit 1): {error[7:]}"
+        in (log_text)
+    )
+
+
 def plant(source: str, name: str, value: str, tmp_path: Path) -> dict[str, str]:
     """Put ``value`` as the secret ``name`` in ``source``; returns the env to add."""
     var = "CONNECTOR_SECRET_" + name.upper().replace("-", "_")
