@@ -31,7 +31,9 @@ payload is kept); 5 the receiver holds other bytes than were sent; 6 the safety
 gate held the send (an empty export or too many rows gone; see the changes report,
 then --accept-change); 7 this business date or this very source file was already
 sent (--force sends again); 8 another run of the same config is running (it
-holds the run lock), or another process holds the gate's state store locked."""
+holds the run lock), or another process holds the gate's state store locked;
+130 stopped by Ctrl-C (SIGINT; a scheduler's SIGTERM is 1). Either stop waits for
+a query the server is running to end; nothing is replaced."""
 
 app = typer.Typer(
     name="connector",
@@ -1188,7 +1190,9 @@ def _terminated(signum: int, frame: Any) -> None:
 def _interrupted(signum: int, frame: Any) -> None:
     # Raised as our error, not KeyboardInterrupt, so that the run's report,
     # events and notice say what happened and the user gets the one line.
-    raise ConnectorError(INTERRUPTED.format(how="by Ctrl-C"), exit_code=130)
+    raise ConnectorError(
+        INTERRUPTED.format(how="by Ctrl-C"), exit_code=ExitCode.INTERRUPTED
+    )
 
 
 def lean_arrow_memory() -> None:

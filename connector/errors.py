@@ -47,6 +47,7 @@ class ExitCode:
     HELD = 6
     ALREADY_DONE = 7
     LOCKED = 8
+    INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports 128 + 2
 
 
 class ConnectorError(Exception):

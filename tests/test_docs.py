@@ -32,7 +32,7 @@ def test_every_exit_code_is_documented() -> None:
         v for k, v in vars(ExitCode).items() if not k.startswith("_") and k.isupper()
     }
     block = README.split("| code | meaning |", 1)[1].split("\n\n", 1)[0]
-    table = {int(c) for c in re.findall(r"^\| (\d) \|", block, re.MULTILINE)}
+    table = {int(c) for c in re.findall(r"^\| (\d+) \|", block, re.MULTILINE)}
     assert table == codes
     for code in codes - {0}:
         assert f"{code} " in EXIT_CODES

@@ -14,7 +14,9 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -300,10 +302,58 @@ def test_failures_are_one_line_and_keep_yesterdays_file(
     assert wrong not in json.dumps(report)
 
 
+def slow_rosariosis(
+    tmp_path: Path, receiver: Receiver, keys: Keys, dataset: str, seconds: int = 3
+) -> Path:
+    """A rosariosis config whose ``dataset`` query sleeps ``seconds`` on the server
+    (twice: its COUNT(*) too)."""
+    assert receiver.ca_file is not None
+    config = write_config(
+        tmp_path, "rosariosis", receiver.url, receiver.ca_file, keys.public
+    )
+    template = Path(__file__).parents[1] / f"queries/rosariosis/{dataset}.sql.j2"
+    slow = tmp_path / "slow.sql.j2"
+    slow.write_text(
+        "SELECT * FROM (\n"
+        + template.read_text()
+        + f"\n) s WHERE (SELECT pg_sleep({seconds})) IS NOT NULL"
+    )
+    config.write_text(config.read_text().replace(str(template), str(slow)))
+    return config
+
+
+def wait_for_sleep(process: subprocess.Popen[str], since: float) -> float:
+    """Wait until the server sleeps in a slow template's pg_sleep for a session
+    opened after ``since`` (a time.time()); when it was seen."""
+    deadline = time.monotonic() + 60
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+        f"AND backend_start >= to_timestamp({since})"
+    )
+    while not count("rosariosis", sql):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    return time.monotonic()
+
+
+def start_connector(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*connector_command(), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "CONNECTOR_SECRET_UPLOAD_TOKEN": TOKEN},
+    )
+
+
 @pytest.mark.integration
+@pytest.mark.parametrize("command", ["run", "extract"])
 @pytest.mark.parametrize(
-    ("name", "code", "said"),
-    [("SIGTERM", 1, "stopped by signal SIGTERM"), ("SIGINT", 130, "stopped by Ctrl-C")],
+    ("name", "code", "said", "documented"),
+    [
+        ("SIGTERM", 1, "stopped by signal SIGTERM", "a scheduler's SIGTERM is 1"),
+        ("SIGINT", 130, "stopped by Ctrl-C", "130 stopped by Ctrl-C"),
+    ],
 )
 def test_a_signal_stops_cleanly_with_one_line(
     sis_loaded: None,
@@ -311,42 +361,25 @@ def test_a_signal_stops_cleanly_with_one_line(
     yesterday: Path,
     receiver: Receiver,
     gpg_keys: Keys,
+    command: str,
     name: str,
     code: int,
     said: str,
+    documented: str,
 ) -> None:
-    """A scheduler's SIGTERM or a DBA's Ctrl-C mid-extract: one line, temporary
-    files gone, yesterday's export as it was."""
-    import signal
-    import time
-
-    assert receiver.ca_file is not None
-    config = write_config(
-        tmp_path, "rosariosis", receiver.url, receiver.ca_file, gpg_keys.public
-    )
-    template = tmp_path / "slow.sql.j2"
-    template.write_text(
-        "SELECT * FROM (\n"
-        + (Path(__file__).parents[1] / "queries/rosariosis/students.sql.j2").read_text()
-        + "\n) s WHERE (SELECT pg_sleep(3)) IS NOT NULL"
-    )
-    text = config.read_text().replace(
-        str(Path(__file__).parents[1] / "queries/rosariosis/students.sql.j2"),
-        str(template),
-    )
-    config.write_text(text)
-    process = subprocess.Popen(
-        [*connector_command(), "run", "-c", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "CONNECTOR_SECRET_UPLOAD_TOKEN": TOKEN},
-    )
-    time.sleep(1.5)
+    """A scheduler's SIGTERM or a DBA's Ctrl-C mid-query: one line, an exit code
+    `connector --help` and the README give, temporary files gone, yesterday's
+    export as it was; the stop waits for the query, as the README says."""
+    config = slow_rosariosis(tmp_path, receiver, gpg_keys, "students")
+    since = time.time()
+    process = start_connector(command, "-c", str(config))
+    began = wait_for_sleep(process, since)
     process.send_signal(getattr(signal, name))
+    signalled = time.monotonic()
     _, stderr = process.communicate(timeout=60)
 
     assert process.returncode == code, stderr
+    assert 3 - (signalled - began) - 0.5 < time.monotonic() - signalled < 10
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and said in errors[0], stderr
     assert "Traceback" not in stderr
@@ -355,3 +388,11 @@ def test_a_signal_stops_cleanly_with_one_line(
     assert leftovers == []
     report = json.loads((yesterday.parent / "run-report.json").read_text())
     assert report["outcome"] == "failed"
+    usage = subprocess.run(
+        [*connector_command(), "--help"], capture_output=True, text=True, check=True
+    )
+    assert documented in " ".join(usage.stdout.split())
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    codes = readme.split("| code | meaning |", 1)[1].split("\n\n", 1)[0]
+    [row] = [ln for ln in codes.splitlines() if ln.startswith(f"| {code} | ")]
+    assert name.replace("SIGINT", "Ctrl-C") in row
