@@ -226,8 +226,7 @@ def _print_report(report: Any, folder: Path | None = None) -> None:
     if report.exports:
         typer.echo(report.table())
     for r in report.exports:
-        # size: an empty export, written; a failed run names those still there
-        if (r.written or r.rejected or r.size) and (folder or r.path.is_file()):
+        if r.in_place:  # never a file a failed or interrupted run did not keep
             typer.echo(f"{r.dataset}: {r.path} ({r.written} rows, {r.size} bytes)")
         if r.fixes:
             counts = ", ".join(f"{k}={v}" for k, v in sorted(r.fixes.items()))

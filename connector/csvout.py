@@ -108,6 +108,9 @@ class ExportResult:
     rejections: Counter[str] = field(default_factory=Counter)
     notes: list[RowNote] = field(default_factory=list)
     notes_left_out: int = 0
+    in_place: bool = False
+    """The export is at ``path``: false until every export of the run is moved
+    into place (a failed or interrupted run leaves none), and after it is gone."""
 
     @property
     def rows(self) -> int:
@@ -610,7 +613,7 @@ class ExportWriter:
         """Rename the finished export into place; ``announce`` logs it (else
         ``announce()`` does, once every export of the run is in place)."""
         os.replace(self._tmp, self.path)
-        self.committed = True
+        self.committed = self.result.in_place = True
         if announce:
             self.announce()
         return self.result

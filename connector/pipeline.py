@@ -212,6 +212,8 @@ def _commit_all(writers: list[ExportWriter]) -> list[ExportResult]:
     if failed is not None:
         path, exc = failed
         for writer in writers:
+            writer.result.in_place = False  # put back: none of them is there
+        for writer in writers:
             writer.discard()
         raise ExportError(
             f"cannot replace {path} ({exc.strerror or exc}); no export was "
@@ -708,9 +710,12 @@ def _run(
         ) from exc
 
     _record_sources(job, report.run_id)
+    for result in results:
+        result.in_place = False  # they leave the pending folder, sent
     published = _publish(job, [r.path for r in results], report)
     for result, path in zip(results, published, strict=True):
         result.path = path
+        result.in_place = job.settings.output.keep_sent  # else deleted once sent
     report.outcome = "sent"
 
 

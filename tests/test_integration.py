@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -396,3 +397,31 @@ def test_a_signal_stops_cleanly_with_one_line(
     codes = readme.split("| code | meaning |", 1)[1].split("\n\n", 1)[0]
     [row] = [ln for ln in codes.splitlines() if ln.startswith(f"| {code} | ")]
     assert name.replace("SIGINT", "Ctrl-C") in row
+
+
+@pytest.mark.integration
+def test_ctrl_c_after_an_export_was_finished_claims_no_file(
+    sis_loaded: None,
+    tmp_path: Path,
+    yesterday: Path,
+    receiver: Receiver,
+    gpg_keys: Keys,
+) -> None:
+    """Ctrl-C while attendance is read, after students was finished: nothing was
+    put in place, so no line says an export was written, and exit 130."""
+    config = slow_rosariosis(tmp_path, receiver, gpg_keys, "attendance")
+    since = time.time()
+    process = start_connector("run", "-c", str(config))
+    wait_for_sleep(process, since)  # students are read and written by then
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130, stderr
+    [error] = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert "stopped by Ctrl-C" in error
+    assert "students" in stdout  # the table still counts what was read
+    assert list((tmp_path / "state" / "pending").glob("*.csv")) == []
+    claimed = re.findall(r"^\w+: (/\S+) \(\d+ rows", stdout, re.MULTILINE)
+    assert claimed == [], stdout
+    assert yesterday.read_bytes() == YESTERDAY
+    assert [p.name for p in tmp_path.rglob("*.tmp")] == []
