@@ -574,7 +574,7 @@ class StateStore:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _roll_back(db)
             raise
         staged.counts = None
 
@@ -623,7 +623,7 @@ class StateStore:
                     )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _roll_back(db)
                 raise
             row = db.execute(
                 "SELECT value FROM meta WHERE name = 'fingerprint_key'"
@@ -682,7 +682,7 @@ class StateStore:
                 db.execute("DELETE FROM temp.staged_row")
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _roll_back(db)
                 raise
 
         log.debug("gate %s: %s staged, %d rows", dataset.name, export.name, rows)
@@ -717,7 +717,7 @@ class StateStore:
                 self._convert(dataset, json.loads(row[0]))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _roll_back(db)
             raise
 
     def _convert(self, dataset: DataSet, recorded: list[str]) -> None:
@@ -777,7 +777,7 @@ class StateStore:
             db.execute(f"ALTER TABLE temp.{_parked(name)} RENAME TO staged")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _roll_back(db)
             raise
         self._active = name
 
@@ -1253,6 +1253,13 @@ _NOT_WRITABLE = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AU
 _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
+def _roll_back(db: sqlite3.Connection) -> None:
+    """Undo the open transaction, if SQLite has not undone it already (as it
+    does on a full disk): the error that stopped it is the one to report."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
 def _store_error(path: Path, exc: sqlite3.Error) -> ConnectorError:
     """Only real damage says so: moving a store aside throws its baselines away."""
     name = getattr(exc, "sqlite_errorname", None) or ""
@@ -1270,7 +1277,8 @@ def _store_error(path: Path, exc: sqlite3.Error) -> ConnectorError:
     if name.startswith("SQLITE_FULL"):
         return ConnectorError(
             f"gate state store {path} cannot be written: no space left on the "
-            f"device holding {path.parent}; free some space and run again"
+            f"device holding {path.parent}; free some space there (or point "
+            "state.folder elsewhere) and run again"
         )
     return ConnectorError(
         f"gate state store {path} cannot be used ({exc}); run again, and if it "

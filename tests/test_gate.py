@@ -4,6 +4,7 @@ import os
 import shutil
 import sqlite3
 import stat
+import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import closing
@@ -17,6 +18,8 @@ from connector import gate
 from connector.datasets import ATTENDANCE, STAFF, STUDENTS, DataSet, attendance
 from connector.errors import ConnectorError, ExportError
 from connector.gate import StateStore, key_rule
+
+from .conftest import require
 
 Row = tuple[str, ...]
 
@@ -128,6 +131,39 @@ def test_a_damaged_store_is_one_clear_error(tmp_path: Path) -> None:
         StateStore(path)
     assert str(info.value).startswith(f"gate state store {path} is damaged")
     assert "move it aside" in str(info.value)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real file system of 300 KiB (tmpfs): a store there fills it."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(folder)],
+        capture_output=True,
+    )
+    require(mounted.returncode == 0, "mounting a tmpfs needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_under_the_store_says_so_and_keeps_its_baseline(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    first = write_export(tmp_path / "a.csv", STUDENTS, students(50))
+    bigger = write_export(tmp_path / "b.csv", STUDENTS, students(20_000))
+    with StateStore(small_disk / "state.sqlite") as store:
+        store.record(STUDENTS, first, run_id="r1")
+        with pytest.raises(ConnectorError) as info:
+            store.record(STUDENTS, bigger, run_id="r2")
+        # SQLite undid the transaction itself: its full disk is the error, not
+        # "cannot rollback - no transaction is active".
+        assert "no space left on the device" in str(info.value)
+        assert "state.folder" in str(info.value)
+        baseline = store.baseline("students")
+    assert baseline is not None and (baseline.run_id, baseline.rows) == ("r1", 50)
 
 
 def test_a_store_readable_by_others_is_made_owner_only(tmp_path: Path) -> None:
