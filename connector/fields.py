@@ -185,7 +185,10 @@ def _id(column: Column) -> Cleaner:
         ):
             return trimmed, NO_RULES
         rule = "id_not_printable" if trimmed.isascii() else "id_not_ascii"
-        return trimmed.encode("unicode_escape").decode("ascii"), (rule,)
+        # Spaces too are written out (\x20): a one-line error message folds
+        # " S1" and "S1  1" into IDs that look valid.
+        shown = trimmed.encode("unicode_escape").decode("ascii")
+        return shown.replace(" ", "\\x20"), (rule,)
 
     return clean
 

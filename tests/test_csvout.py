@@ -310,8 +310,8 @@ def test_the_tripwire_sees_raw_and_cleaned_values(
         ("S1\t", "S1\\t", "id_not_printable"),
         ("S\x011", "S\\x011", "id_not_printable"),
         ("S\r\n1", "S\\r\\n1", "id_not_printable"),
-        ("S  1", "S  1", "id_not_printable"),
-        (" S1", " S1", "id_not_printable"),
+        ("S  1", "S\\x20\\x201", "id_not_printable"),
+        (" S1", "\\x20S1", "id_not_printable"),
     ],
     ids=[
         "accent",
@@ -338,6 +338,18 @@ def test_an_id_is_never_changed_into_another(
     assert writer.result.written == 1
     # The rejected row is named by its own ID, escaped, not by the real one.
     assert [(n.row, n.id, n.rule) for n in writer.result.notes] == [(1, shown, rule)]
+
+
+def test_a_rejected_id_in_the_error_line_cannot_read_as_another(
+    tmp_path: Path,
+) -> None:
+    writer = ExportWriter(STUDENTS, tmp_path / "s.csv", policy=FAIL)
+    order = column_order(STUDENTS, STUDENTS.selected_names)
+    with pytest.raises(ExportError) as info:
+        writer.write_batch(order, [student(" S1")])
+    writer.discard()
+    line = " ".join(str(info.value).split())  # as the one error line shows it
+    assert "row 1 (ID \\x20S1), column student_id" in line
 
 
 def test_an_id_loses_only_the_spaces_a_char_column_pads_with(tmp_path: Path) -> None:
