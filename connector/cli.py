@@ -651,7 +651,7 @@ def secrets_set(
         else:
             raise ConnectorError(
                 "no terminal to ask for the value on; pipe it in with "
-                f"`connector secrets set {name} --from-stdin`",
+                f"`connector secrets set {name} -c {job.path} --from-stdin`",
                 exit_code=ExitCode.USAGE,
             )
         for setting, named in named_secrets(job):

@@ -36,7 +36,7 @@ from .errors import (
 )
 from .logs import emit
 from .redact import redact
-from .report import RunReport
+from .report import RunReport, write_json
 from .secrets import get_secret
 from .templates import Query, render_query, template_names, typed_like
 
@@ -780,7 +780,7 @@ def _note_unpublished(marker: Path, finals: list[Path], run_id: str) -> None:
             if path.is_file():
                 kept[path.name] = [stat.st_ino, stat.st_mtime_ns, stat.st_size]
     with contextlib.suppress(OSError):
-        marker.write_text(json.dumps({"run_id": run_id, "kept": kept}) + "\n")
+        write_json(marker, {"run_id": run_id, "kept": kept})
 
 
 def check_not_unpublished(job: Job, exports: Iterable[Path]) -> None:

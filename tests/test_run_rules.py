@@ -514,6 +514,8 @@ def test_a_sent_export_that_cannot_be_published_is_still_recorded_as_sent(
         assert [d["run_id"] for d in dates.values()] == [report["run_id"]]
         assert sorted(p.name for p in job.pending_folder.iterdir()) == []
         assert not (job.state_folder / "pending-date.json").exists()
+        kept = job.state_folder / "unpublished.json"
+        assert kept.stat().st_mode & 0o777 == 0o600  # owner-only, as every state file
         with contextlib.closing(sqlite3.connect(job.state_store)) as store:
             baselines = store.execute("SELECT run_id FROM baseline").fetchall()
         assert baselines == [(report["run_id"],)] * 3
