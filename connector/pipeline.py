@@ -439,6 +439,10 @@ def send(
         for (name, path), diff in zip(named, diffs, strict=True):
             payload = package_export(path, job.spool_folder, prepared.recipient)
             receipt = deliver(prepared, payload, job.upload_log, report.run_id)
+            # Counted at once: a later step that fails (the manifest, the
+            # gate's record) must not make the summary say it never arrived.
+            receipts.append(receipt)
+            report.receipts.append(receipt)
             emit(
                 "upload_verified",
                 dataset=name,
@@ -454,8 +458,6 @@ def send(
                 manifest.discard()
             payload.discard()
             store.record(job.dataset(name), path, run_id=report.run_id)
-            receipts.append(receipt)
-            report.receipts.append(receipt)
     return receipts
 
 

@@ -583,3 +583,25 @@ def test_a_held_send_that_cannot_be_published_is_still_that_days_send(
         assert connector("run", "-c", config).returncode == ExitCode.ALREADY_DONE
         assert connector("send", "-c", config).returncode == ExitCode.FAILURE
         assert verified_uploads(job) == uploads
+
+
+def test_an_upload_verified_before_a_later_step_failed_is_counted(
+    tmp_path: Path,
+    district: Path,  # noqa: F811
+    live: Receiver,
+) -> None:
+    """The students payload arrives and is verified; its manifest then cannot be
+    stored (a folder holds its name on the receiver): the run fails, and its
+    summary and report say that one upload was verified, not none."""
+    assert live.ca_file is not None
+    job = make_job(tmp_path, district, live.url, live.ca_file)
+    (live.folder / "students.csv.manifest.json" / "in-the-way").mkdir(parents=True)
+
+    result = connector("run", "-c", str(job.path))
+
+    assert result.returncode != 0, result.stdout
+    [summary] = [x for x in result.stdout.splitlines() if x.startswith("run ")]
+    assert "; 1 uploads verified" in summary or "; 1 upload verified" in summary, (
+        summary
+    )
+    assert verified_uploads(job) == 1
