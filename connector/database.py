@@ -767,15 +767,36 @@ def _arrow_error(query: Query, exc: Any, secret: str | None, fetched: int) -> An
     return _query_error(query, _Args(), secret)
 
 
+def query_failed(
+    query: Query,
+    text: str,
+    *,
+    timed_out: bool = False,
+    lost: bool = False,
+    hint: str | None = None,
+) -> QueryError:
+    """A failed query as one line: what the database said (``text``, scrubbed)
+    and what to do. A timeout or a lost connection says so first; else the
+    driver's own ``hint``, else to check the template."""
+    if timed_out:
+        fix = TIMEOUT_HINT
+    elif lost:
+        fix = drivers.LOST_HINT
+    else:
+        fix = hint or "check the template against the database"
+    return QueryError(f"query from {query.template} failed: {text}; {fix}")
+
+
 def _query_error(query: Query, exc: Any, secret: str | None) -> QueryError:
     state = exc.args[0] if exc.args else ""
     text = scrub_values(_scrub(str(exc.args[-1] if exc.args else exc), secret))
-    hint = drivers.query_hint(text) or "check the template against the database"
-    if state in ("HYT00", "HYT01") or "timeout" in text.lower():
-        hint = TIMEOUT_HINT
-    elif drivers.lost_connection(str(state), text):
-        hint = drivers.LOST_HINT
-    return QueryError(f"query from {query.template} failed: {text}; {hint}")
+    return query_failed(
+        query,
+        text,
+        timed_out=state in ("HYT00", "HYT01") or "timeout" in text.lower(),
+        lost=drivers.lost_connection(str(state), text),
+        hint=drivers.query_hint(text),
+    )
 
 
 class SqlAlchemySource:
@@ -870,10 +891,7 @@ class SqlAlchemySource:
 
     def _query_error(self, query: Query, exc: Exception) -> QueryError:
         text = scrub_values(_scrub(str(getattr(exc, "orig", exc)), self._password))
-        hint = "check the template against the database"
-        if drivers.lost_connection("", text):
-            hint = drivers.LOST_HINT
-        return QueryError(f"query from {query.template} failed: {text}; {hint}")
+        return query_failed(query, text, lost=drivers.lost_connection("", text))
 
     def count(self, query: Query) -> int:
         """``COUNT(*)`` over the query, in the same transaction as the fetch."""

@@ -23,17 +23,17 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .config import SourceSettings
 from .database import (
-    TIMEOUT_HINT,
     Batches,
     ServerInfo,
     _scrub,
     count_sql,
     log_connected,
+    query_failed,
     refused_login,
     scrub_values,
     unreadable,
 )
-from .drivers import LOST_HINT, lost_connection
+from .drivers import lost_connection
 from .errors import ConfigError, ConnectError, QueryError
 from .native import (
     MAX_TEXT_CHARS,
@@ -341,12 +341,13 @@ class MariaDbSource(NativeSource):
         if isinstance(exc, QueryError):
             return self.named(query, exc)
         text = self._text(exc)
-        hint = "check the template against the database"
-        if getattr(exc, "errno", None) in _TIMEOUT or "max_statement_time" in text:
-            hint = TIMEOUT_HINT
-        elif getattr(exc, "errno", None) in _LOST or lost_connection("", text):
-            hint = LOST_HINT
-        return QueryError(f"query from {query.template} failed: {text}; {hint}")
+        number = getattr(exc, "errno", None)
+        return query_failed(
+            query,
+            text,
+            timed_out=number in _TIMEOUT or "max_statement_time" in text,
+            lost=number in _LOST or lost_connection("", text),
+        )
 
 
 class _ServerError(Exception):

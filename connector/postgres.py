@@ -27,16 +27,16 @@ from zoneinfo import ZoneInfo
 
 from .config import SourceSettings
 from .database import (
-    TIMEOUT_HINT,
     Batches,
     ServerInfo,
     _scrub,
     count_sql,
     log_connected,
+    query_failed,
     refused_login,
     scrub_values,
 )
-from .drivers import LOST_HINT, lost_connection
+from .drivers import lost_connection
 from .errors import ConfigError, ConnectError, QueryError
 from .native import (
     MAX_TEXT_CHARS,
@@ -380,12 +380,8 @@ class PostgresSource(NativeSource):
             return self.named(query, exc)
         text = self._text(exc)
         state = getattr(exc, "sqlstate", None) or ""
-        hint = "check the template against the database"
-        if state == "57014" or "statement timeout" in text:
-            hint = TIMEOUT_HINT
-        elif lost_connection(state, text):
-            hint = LOST_HINT
-        elif state == "42P18":
+        hint = None
+        if state == "42P18":
             hint = (
                 "the database cannot tell a value's type from where it is used "
                 "(as in {{ x }} IS NULL): cast it in the template, for example "
@@ -397,7 +393,13 @@ class PostgresSource(NativeSource):
                 "in [params] (a number, a date) or cast it in the template, for "
                 "example {{ school_id }}::integer"
             )
-        return QueryError(f"query from {query.template} failed: {text}; {hint}")
+        return query_failed(
+            query,
+            text,
+            timed_out=state == "57014" or "statement timeout" in text,
+            lost=lost_connection(state, text),
+            hint=hint,
+        )
 
 
 def _errors() -> tuple[type[Exception], ...]:
