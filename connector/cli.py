@@ -466,6 +466,7 @@ def send(
 
     report = RunReport(command="send")
     folder: Path | None = None
+    error: ConnectorError | None = None
     places: list[tuple[str, Path]] = []
     try:
         job = load_job(config)
@@ -481,13 +482,12 @@ def send(
     except ConnectorError as exc:
         report.outcome = "held" if isinstance(exc, HeldError) else "failed"
         report.error = str(exc)
-        _write_report(report, folder, exc)
-        for receipt in report.receipts:
-            typer.echo(_receipt_line(receipt))
-        raise _fail(exc) from None
-    _write_report(report, folder)
-    for receipt in report.receipts:
+        error = exc
+    _write_report(report, folder, error)
+    for receipt in report.receipts:  # what arrived, on failure too
         typer.echo(_receipt_line(receipt))
+    if error is not None:
+        raise _fail(error) from None
 
 
 def _send(job: Any, files: list[Path] | None, report: Any, accept: bool) -> None:
@@ -587,17 +587,14 @@ def run(
             force=force,
             wait=wait,
         )
-    if outcome.failure is not None:
-        if report.exports:
-            _print_report(report)
-        for receipt in report.receipts:
-            typer.echo(_receipt_line(receipt))
-        typer.echo(outcome.summary())
-        raise _fail(outcome.failure)
-    _print_report(report, job.output_folder)
-    for receipt in report.receipts:
+    failed = outcome.failure is not None
+    if report.exports or not failed:
+        _print_report(report, None if failed else job.output_folder)
+    for receipt in report.receipts:  # what arrived, on failure too
         typer.echo(_receipt_line(receipt))
     typer.echo(outcome.summary())
+    if outcome.failure is not None:
+        raise _fail(outcome.failure)
 
 
 secrets_app = typer.Typer(

@@ -364,7 +364,6 @@ class ExportWriter:
             prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
         )
         self._tmp = Path(tmp)
-        self.committed = False
         self._file: IO[bytes] = os.fdopen(fd, "wb")
         with writing(path):
             self._file.write(csv_record(dataset.headers))
@@ -613,7 +612,7 @@ class ExportWriter:
         """Rename the finished export into place; ``announce`` logs it (else
         ``announce()`` does, once every export of the run is in place)."""
         os.replace(self._tmp, self.path)
-        self.committed = self.result.in_place = True
+        self.result.in_place = True
         if announce:
             self.announce()
         return self.result

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,7 +214,6 @@ def _commit_all(writers: list[ExportWriter]) -> list[ExportResult]:
         path, exc = failed
         for writer in writers:
             writer.result.in_place = False  # put back: none of them is there
-        for writer in writers:
             writer.discard()
         raise ExportError(
             f"cannot replace {path} ({exc.strerror or exc}); no export was "
@@ -775,14 +775,21 @@ def _publish(job: Job, exports: list[Path], report: RunReport) -> list[Path]:
 def _note_unpublished(marker: Path, finals: list[Path], run_id: str) -> None:
     """Note the exports the output folder kept, each as it is now: older than
     those sent, ``connector send`` must not send them again as they are."""
-    kept = {}
-    for path in finals:
-        with contextlib.suppress(OSError):
-            stat = path.stat()
-            if path.is_file():
-                kept[path.name] = [stat.st_ino, stat.st_mtime_ns, stat.st_size]
+    kept = {p.name: seen for p in finals if (seen := _file_identity(p)) is not None}
     with contextlib.suppress(OSError):
         write_json(marker, {"run_id": run_id, "kept": kept})
+
+
+def _file_identity(path: Path) -> list[int] | None:
+    """The file at ``path`` as it is now (inode, modified time, size); None when
+    no file is there."""
+    try:
+        seen = path.stat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(seen.st_mode):
+        return None
+    return [seen.st_ino, seen.st_mtime_ns, seen.st_size]
 
 
 def check_not_unpublished(job: Job, exports: Iterable[Path]) -> None:
@@ -793,12 +800,7 @@ def check_not_unpublished(job: Job, exports: Iterable[Path]) -> None:
         kept, run_id = dict(noted["kept"]), str(noted["run_id"])
     except (OSError, ValueError, KeyError, TypeError):
         return
-    old = []
-    for path in exports:
-        with contextlib.suppress(OSError):
-            stat = path.stat()
-            if kept.get(path.name) == [stat.st_ino, stat.st_mtime_ns, stat.st_size]:
-                old.append(path)
+    old = [p for p in exports if p.name in kept and kept[p.name] == _file_identity(p)]
     if old:
         raise ExportError(
             f"{', '.join(str(p) for p in old)}: older than the last verified send "

@@ -210,16 +210,16 @@ def platform_fix(name: str, folder: Path | None, config: Path | None) -> str:
         )
         file = f"a file named by {env_name(name)}_FILE"
         # What `connector schedule` writes without a folder: systemd's store.
-        credential = f"{name}` (systemd reads /etc/credstore/{name})"
+        credential = f"`LoadCredential={name}` (systemd reads /etc/credstore/{name})"
     else:
         stored = f"(into the OS keyring, else a file with mode 0600 in {folder})"
         file = f"a file in {folder} (or one named by {env_name(name)}_FILE)"
-        credential = f"{name}:{folder / name}`"
+        credential = f"`LoadCredential={name}:{folder / name}`"
     return (
         f"To fix: run {command} as the account the job runs as {stored}; or put "
         f"it in {file} with mode 0600, owned by that account; or, if a systemd "
-        f"unit runs the job, add `LoadCredential={credential} to its [Service] "
-        "section (connector schedule writes these lines)"
+        f"unit runs the job, add {credential} to its [Service] section "
+        "(connector schedule writes these lines)"
     )
 
 
